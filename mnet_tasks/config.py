@@ -1,0 +1,67 @@
+"""Where the configs live, how the input size is resolved, and the checks that run before any data is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnet_tasks.backbone import MIN_INPUT_SIZE
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def config_dir() -> Path:
+    """The ``conf/`` folder: inside the installed package, or at the top of a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"mnet_tasks configs not found next to {package}; reinstall the package")
+
+
+def resolve_input_size(native: int, rho: float, resolution: int | None) -> int:
+    """The one input size every part reads: ``backbone.resolution`` if set, else ``round(native * backbone.rho)``."""
+    if resolution is not None:
+        if not isinstance(resolution, int) or resolution < MIN_INPUT_SIZE:
+            raise ConfigError(f"backbone.resolution must be an integer >= {MIN_INPUT_SIZE}, got {resolution!r}")
+        return resolution
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or rho <= 0:
+        raise ConfigError(f"backbone.rho (resolution multiplier) must be a number > 0, got {rho!r}")
+    size = round(native * rho)
+    if size < MIN_INPUT_SIZE:
+        raise ConfigError(
+            f"backbone.rho={rho} gives an input of {size}px from the task's native {native}px; "
+            f"MobileNetV1 needs at least {MIN_INPUT_SIZE}px"
+        )
+    return size
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("mnet.input_size"):
+        OmegaConf.register_new_resolver("mnet.input_size", resolve_input_size)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast, naming the key, before data is generated or read."""
+    alpha = cfg.backbone.alpha
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        raise ConfigError(f"backbone.alpha (width multiplier) must be a number > 0, got {alpha!r}")
+    cfg.input_size  # noqa: B018 - resolving it runs the rho/resolution checks
+    if cfg.ckpt_path is None and not cfg.train:
+        raise ConfigError("train=false evaluates a checkpoint: set ckpt_path=/path/to/checkpoint.ckpt")
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {cfg.ckpt_path}")
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """The same config ``python -m mnet_tasks`` would use, composed in-process (no run folder)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+register_resolvers()

@@ -1,0 +1,187 @@
+"""ImageNet-style classification data: ``<root>/{train,val}/<class>/<image>``.
+
+The same loader serves a real dataset (``data.root``) and the built-in synthetic shapes, which are
+generated on first use under ``data.cache_dir`` when no root is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mnet_tasks.data.images import read_rgb
+from mnet_tasks.data.synthetic import generate_shapes
+from mnet_tasks.data.transforms import eval_transform, train_transform
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+SYNTHETIC_NAME = "synthetic_shapes"
+EXPECTED_LAYOUT = "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG"
+MIN_IMAGE_SIZE = 32
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_classes(split_dir: Path) -> list[str]:
+    """Class names are the sorted subfolder names, so label ids are stable across runs and machines."""
+    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+
+
+def _has_image(class_dir: Path) -> bool:
+    """Stops at the first image so that checking ImageNet does not list every file."""
+    with os.scandir(class_dir) as entries:
+        return any(entry.is_file() and is_image_file(entry.name) for entry in entries)
+
+
+def check_layout(root: Path) -> None:
+    """Fail early, naming the folder and the config key, instead of deep inside a DataLoader worker."""
+    hint = f"expected layout {EXPECTED_LAYOUT}; data.root must point at the folder holding train/ and val/"
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist ({hint})")
+    classes = {}
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(f"missing folder {split_dir} ({hint})")
+        classes[split] = list_classes(split_dir)
+        if not classes[split]:
+            raise ValueError(f"{split_dir} has no class folders ({hint})")
+        empty = [name for name in classes[split] if not _has_image(split_dir / name)]
+        if empty:
+            shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            raise ValueError(f"class folders without images in {split_dir}: {shown} ({hint})")
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        raise ValueError(
+            f"train and val class folders under {root} differ: only in train: {only_train or 'none'}; "
+            f"only in val: {only_val or 'none'} (check data.root)"
+        )
+
+
+class ImageFolderDataset(Dataset):
+    """``(image tensor, class index)`` pairs from one split folder holding one subfolder per class."""
+
+    def __init__(self, root_split_dir: str | Path, transform: Callable[..., dict]) -> None:
+        self.root = Path(root_split_dir)
+        self.transform = transform
+        self.classes = list_classes(self.root)
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files = sorted(f for f in os.listdir(self.root / name) if is_image_file(f))
+            self.samples.extend((self.root / name / f, label) for f in files)
+        if not self.samples:
+            raise ValueError(f"no images found in {self.root} (expected layout {EXPECTED_LAYOUT})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(image=read_rgb(path))["image"], label
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Classification data in the ImageFolder layout; ``root=None`` uses generated synthetic shapes."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        cache_dir: str = "datasets",
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        train_scale: Sequence[float] = (0.25, 1.0),
+        crop_pct: float = 0.875,
+        synthetic: dict | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.data_dir = self.root if self.root is not None else Path(cache_dir).expanduser() / SYNTHETIC_NAME
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_scale = tuple(float(s) for s in train_scale)
+        self.crop_pct = crop_pct
+        self.synthetic = dict(synthetic or {})
+        self.name = name
+        self.train_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        return SYNTHETIC_NAME if self.root is None else self.root.resolve().name
+
+    @property
+    def class_names(self) -> list[str]:
+        """Read from disk, so that it is available right after ``prepare_data()``, before ``setup()``."""
+        train_dir = self.data_dir / "train"
+        if not train_dir.is_dir():
+            raise FileNotFoundError(
+                f"{train_dir} does not exist; call prepare_data() first or check data.root "
+                f"(expected layout {EXPECTED_LAYOUT})"
+            )
+        return list_classes(train_dir)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def head_kwargs(self) -> dict[str, int]:
+        """Arguments the task module needs to size the classification head."""
+        return {"num_classes": self.num_classes}
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic data, or check that a given root has the expected layout."""
+        if self.root is None:
+            generate_shapes(self.data_dir, **self.synthetic)
+        else:
+            check_layout(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = ImageFolderDataset(
+                self.data_dir / "train", train_transform(self.image_size, scale=self.train_scale)
+            )
+        if self.val_set is None:
+            self.val_set = ImageFolderDataset(
+                self.data_dir / "val", eval_transform(self.image_size, crop_pct=self.crop_pct)
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.train_set, "train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.val_set, "val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """ImageNet-style datasets have no labelled test split, so testing uses the validation split."""
+        return self.val_dataloader()
+
+    @staticmethod
+    def _require(dataset: ImageFolderDataset | None, split: str) -> ImageFolderDataset:
+        if dataset is None:
+            raise RuntimeError(f"the {split} dataset is not built; call setup() first")
+        return dataset
+
+    def _loader(self, dataset: ImageFolderDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )

@@ -1,0 +1,331 @@
+"""A small synthetic shape-classification dataset, so the suite runs end to end without downloads.
+
+Images are written in the ImageNet/ImageFolder layout (``<root>/<split>/<class>/<class>_00000.jpg``)
+so that exactly the same loader serves the synthetic data and a real dataset.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+MARKER_NAME = ".complete.json"
+# Bump when the drawing code changes so that old caches are not silently reused.
+GENERATOR_VERSION = 1
+JPEG_QUALITY = 90
+SPLITS = ("train", "val")
+_SUPERSAMPLE = 4  # shape masks are drawn larger and box-filtered down for anti-aliased edges
+_MIN_CONTRAST = 90.0  # Euclidean RGB distance between a shape and the background it sits on
+
+Polygon = np.ndarray  # (N, 2) float array of x, y points
+# A shape is a list of (polygon, is_hole) pairs in unit coordinates, y pointing down.
+Outline = list[tuple[Polygon, bool]]
+
+
+def _arc(center: tuple[float, float], radius: float, start: float, stop: float, points: int) -> Polygon:
+    angles = np.linspace(start, stop, points)
+    return np.stack([center[0] + radius * np.cos(angles), center[1] + radius * np.sin(angles)], axis=1)
+
+
+def _regular(corners: int, radius: float = 1.0, phase: float = -np.pi / 2) -> Polygon:
+    return _arc((0.0, 0.0), radius, phase, phase + 2 * np.pi, corners + 1)[:-1]
+
+
+def _circle() -> Outline:
+    return [(_regular(72), False)]
+
+
+def _square() -> Outline:
+    return [(_regular(4, phase=np.pi / 4), False)]
+
+
+def _triangle() -> Outline:
+    return [(_regular(3), False)]
+
+
+def _hexagon() -> Outline:
+    return [(_regular(6), False)]
+
+
+def _star() -> Outline:
+    outer, inner = _regular(5), _regular(5, radius=0.4, phase=-np.pi / 2 + np.pi / 5)
+    return [(np.stack([outer, inner], axis=1).reshape(-1, 2), False)]
+
+
+def _cross() -> Outline:
+    a, b = 0.3, 1.0  # half arm width, arm length
+    points = [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a), (-b, a)]
+    return [(np.array([*points, (-b, -a), (-a, -a)], dtype=float), False)]
+
+
+def _ring() -> Outline:
+    return [(_regular(72), False), (_regular(72, radius=0.55), True)]
+
+
+def _diamond() -> Outline:
+    return [(np.array([(0.0, -1.0), (0.55, 0.0), (0.0, 1.0), (-0.55, 0.0)]), False)]
+
+
+def _crescent() -> Outline:
+    """The unit disc minus a disc of radius ``r`` centred at ``(d, 0)``, traced as one polygon."""
+    d, r = 0.5, 0.85
+    x = (1 - r**2 + d**2) / (2 * d)
+    y = np.sqrt(1 - x**2)
+    outer_start = np.arctan2(y, x)
+    inner_start = np.arctan2(y, x - d)
+    outer = _arc((0.0, 0.0), 1.0, outer_start, 2 * np.pi - outer_start, 48)
+    inner = _arc((d, 0.0), r, 2 * np.pi - inner_start, inner_start, 40)
+    return [(np.concatenate([outer, inner[1:-1]]), False)]
+
+
+def _arrow() -> Outline:
+    points = [(-1.0, -0.2), (0.2, -0.2), (0.2, -0.55), (1.0, 0.0), (0.2, 0.55), (0.2, 0.2), (-1.0, 0.2)]
+    return [(np.array(points), False)]
+
+
+def _heart() -> Outline:
+    t = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return [(np.stack([x, y + 2.5], axis=1), False)]
+
+
+def _semicircle() -> Outline:
+    return [(_arc((0.0, 0.4), 1.0, np.pi, 2 * np.pi, 40), False)]
+
+
+# Only shapes whose mirror image is a rotation of themselves: training flips images horizontally.
+SHAPES: dict[str, Callable[[], Outline]] = {
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
+    "star": _star,
+    "cross": _cross,
+    "ring": _ring,
+    "hexagon": _hexagon,
+    "diamond": _diamond,
+    "crescent": _crescent,
+    "arrow": _arrow,
+    "heart": _heart,
+    "semicircle": _semicircle,
+}
+SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
+
+
+def _unit_outlines() -> dict[str, Outline]:
+    """Scale every shape so that it just fits the unit circle; sizes then mean the same for all shapes."""
+    outlines = {}
+    for name, build in SHAPES.items():
+        outline = build()
+        radius = max(np.linalg.norm(polygon, axis=1).max() for polygon, _ in outline)
+        outlines[name] = [(polygon / radius, is_hole) for polygon, is_hole in outline]
+    return outlines
+
+
+_UNIT_OUTLINES = _unit_outlines()
+
+
+def _muted_colors(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Greyish colours: a muted background keeps the vivid shape the salient object, so it is learnable."""
+    return rng.uniform(30, 150, size=(count, 1)) + rng.uniform(-25, 25, size=(count, 3))
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random two-colour gradient plus low-frequency blotches and a few soft blobs (float HxWx3)."""
+    ys, xs = np.mgrid[0:size, 0:size] / (size - 1)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = xs * np.cos(angle) + ys * np.sin(angle)
+    ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min())
+    start, stop = _muted_colors(rng, 2)
+    image = start + (stop - start) * ramp[:, :, None]
+
+    grid = (rng.integers(3, 8), rng.integers(3, 8))
+    coarse = rng.normal(0, 20, size=(*grid, 1)) + rng.normal(0, 8, size=(*grid, 3))
+    for channel in range(3):
+        blotches = Image.fromarray(coarse[:, :, channel].astype(np.float32)).resize((size, size))
+        image[:, :, channel] += np.asarray(blotches)
+
+    for _ in range(rng.integers(1, 4)):
+        cx, cy = rng.uniform(0, 1, size=2)
+        sigma = rng.uniform(0.05, 0.2)
+        weight = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+        image += weight[:, :, None] * (rng.uniform(-80, 80) + rng.uniform(-20, 20, size=3))
+    return image
+
+
+def _draw_lines(rng: np.random.Generator, image: Image.Image, count: int) -> None:
+    """Random straight lines across the image: clutter that is not one of the class shapes."""
+    size = image.width
+    draw = ImageDraw.Draw(image)
+    for _ in range(count):
+        start, end = rng.uniform(-0.2, 1.2, size=(2, 2)) * size
+        color = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        draw.line([tuple(start), tuple(end)], fill=color, width=int(rng.integers(1, max(1, size // 48) + 1)))
+
+
+def _shape_mask(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
+    """Coverage in [0, 1] of one randomly sized, placed, rotated, filled or outlined shape."""
+    big = size * _SUPERSAMPLE
+    radius = rng.uniform(0.2, 0.35) * big  # diameter 40-70% of the image
+    # Centred within +-10% of the image (random crops add more shift): enough to vary, not to stall learning.
+    center = big / 2 + rng.uniform(-1, 1, size=2) * min(big / 2 - radius, 0.1 * big)
+    angle = rng.uniform(0, 2 * np.pi)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    stretch = rng.uniform(0.85, 1.15, size=2)
+    outlined = rng.random() < 0.2
+    width = max(2 * _SUPERSAMPLE, int(radius * rng.uniform(0.1, 0.2)))
+
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    for polygon, is_hole in _UNIT_OUTLINES[name]:
+        points = [tuple(p) for p in (polygon * stretch) @ rotation.T * radius + center]
+        if outlined:
+            draw.line([*points, points[0]], fill=255, width=width, joint="curve")
+        else:
+            draw.polygon(points, fill=0 if is_hole else 255)
+    return np.asarray(mask.reduce(_SUPERSAMPLE), dtype=np.float64) / 255.0
+
+
+def _vivid_color(rng: np.random.Generator) -> np.ndarray:
+    hue, saturation, value = rng.uniform(0, 1), rng.uniform(0.5, 1.0), rng.uniform(0.8, 1.0)
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
+
+
+def _contrasting_color(rng: np.random.Generator, behind: np.ndarray) -> np.ndarray:
+    """A vivid colour that stands out from ``behind`` (the mean background under the shape)."""
+    color = _vivid_color(rng)
+    while np.linalg.norm(color - behind) < _MIN_CONTRAST:
+        color = _vivid_color(rng)
+    return color
+
+
+def render_shape_image(rng: np.random.Generator, name: str, size: int) -> Image.Image:
+    """Draw one image of shape ``name`` on a cluttered background; all randomness comes from ``rng``."""
+    canvas = Image.fromarray(_background(rng, size).clip(0, 255).astype(np.uint8))
+    _draw_lines(rng, canvas, int(rng.integers(0, 3)))
+
+    coverage = _shape_mask(rng, name, size)[:, :, None]
+    pixels = np.asarray(canvas, dtype=np.float64)
+    behind = (pixels * coverage).sum(axis=(0, 1)) / max(coverage.sum(), 1e-6)
+    color = _contrasting_color(rng, behind)
+    shading = rng.normal(0, 12, size=3) * np.linspace(-1, 1, size)[:, None, None]
+    pixels = pixels * (1 - coverage) + (color + shading) * coverage
+
+    canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    _draw_lines(rng, canvas, int(rng.integers(0, 2)))  # lines over the shape partly occlude it
+    noisy = np.asarray(canvas, dtype=np.float64) + rng.normal(0, rng.uniform(3, 15), size=(size, size, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+
+
+def _image_rng(seed: int, split: str, class_index: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), class_index, index]))
+
+
+def _check_parameters(params: dict[str, int]) -> None:
+    if not 2 <= params["num_classes"] <= len(SHAPE_NAMES):
+        raise ValueError(
+            f"synthetic shapes: num_classes={params['num_classes']} is not available; choose 2 to "
+            f"{len(SHAPE_NAMES)} (shapes: {', '.join(SHAPE_NAMES)})"
+        )
+    for key in ("train_per_class", "val_per_class"):
+        if params[key] < 1:
+            raise ValueError(f"synthetic shapes: {key} must be at least 1, got {params[key]}")
+    if params["image_size"] < 16:
+        raise ValueError(f"synthetic shapes: image_size must be at least 16, got {params['image_size']}")
+    if params["seed"] < 0:
+        raise ValueError(f"synthetic shapes: seed must be non-negative, got {params['seed']}")
+
+
+def _existing_dataset(root: Path, params: dict[str, int]) -> bool:
+    """True if ``root`` already holds this exact dataset; raises if it holds anything else."""
+    marker = root / MARKER_NAME
+    if marker.is_file():
+        try:
+            existing = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            existing = f"an unreadable {MARKER_NAME}"
+        if existing == params:
+            return True
+        raise ValueError(
+            f"{root} holds a synthetic dataset generated with other parameters: it has {existing}, "
+            f"but {params} was requested. Delete {root} to regenerate it, or choose another data.cache_dir."
+        )
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(
+            f"{root} exists but holds no complete synthetic dataset (no {MARKER_NAME}). "
+            f"Delete {root} to generate one there, or choose another data.cache_dir."
+        )
+    return False
+
+
+def generate_shapes(
+    root: Path,
+    *,
+    num_classes: int = 10,
+    train_per_class: int = 120,
+    val_per_class: int = 30,
+    image_size: int = 96,
+    seed: int = 0,
+) -> Path:
+    """Write the synthetic shapes dataset to ``root`` once and return ``root``.
+
+    Every image is drawn from its own generator seeded by (seed, split, class, index), so the
+    files are byte-identical for the same parameters. A marker holding the parameters is written
+    last and the folder is renamed into place, so an interrupted run never looks complete.
+    """
+    root = Path(root)
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "num_classes": int(num_classes),
+        "train_per_class": int(train_per_class),
+        "val_per_class": int(val_per_class),
+        "image_size": int(image_size),
+        "seed": int(seed),
+    }
+    _check_parameters(params)
+    if _existing_dataset(root, params):
+        return root
+
+    # A private temp folder, so that two runs sharing a cache never write into each other's files.
+    partial = root.with_name(f".{root.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir(parents=True)
+    counts = {"train": params["train_per_class"], "val": params["val_per_class"]}
+    names = SHAPE_NAMES[: params["num_classes"]]
+    total = len(names) * sum(counts.values())
+    try:
+        with tqdm(total=total, desc="generating synthetic shapes", unit="img") as bar:
+            for split in SPLITS:
+                for class_index, name in enumerate(names):
+                    folder = partial / split / name
+                    folder.mkdir(parents=True)
+                    for index in range(counts[split]):
+                        rng = _image_rng(params["seed"], split, class_index, index)
+                        image = render_shape_image(rng, name, params["image_size"])
+                        image.save(folder / f"{name}_{index:05d}.jpg", quality=JPEG_QUALITY)
+                        bar.update()
+        (partial / MARKER_NAME).write_text(json.dumps(params, indent=2) + "\n")
+        _move_into_place(partial, root, params)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return root
+
+
+def _move_into_place(partial: Path, root: Path, params: dict[str, int]) -> None:
+    if root.exists() and not any(root.iterdir()):
+        root.rmdir()
+    try:
+        partial.rename(root)
+    except OSError:
+        # Another run finished first; its dataset is kept if it is the same one.
+        if not _existing_dataset(root, params):
+            raise
+        shutil.rmtree(partial)

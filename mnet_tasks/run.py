@@ -1,0 +1,125 @@
+"""``run(cfg)``: the one place that wires config, data, task module and trainer together for a job."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnet_tasks.callbacks import ValidationHistory
+from mnet_tasks.config import validate_config
+from mnet_tasks.profile import profile_model
+from mnet_tasks.tasks.base import TaskModule
+
+log = logging.getLogger(__name__)
+
+
+def build_task(cfg: DictConfig, **data_kwargs: Any) -> TaskModule:
+    """The task module, its head sized by ``data_kwargs`` (what the DataModule reports) over the config's."""
+    return instantiate(cfg.task, _recursive_=False, _convert_="all", **data_kwargs)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Callbacks and loggers: every entry with a ``_target_`` (``null`` entries switch one off)."""
+    return [instantiate(entry) for entry in (group or {}).values() if entry and "_target_" in entry]
+
+
+def _json_safe(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or evaluate) one job and write ``metrics.json`` in its output folder, whatever happens.
+
+    Returns the metrics.json record. Errors are re-raised after the record says ``status: failed``.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    record: dict[str, Any] = {
+        "task": cfg.task.name,
+        "dataset": None,
+        "split": "val",
+        "mode": "train" if cfg.train else "eval",
+        "alpha": cfg.backbone.alpha,
+        "rho": cfg.backbone.rho,
+        "input_size": None,
+        "madds": None,
+        "params": None,
+        "monitor": cfg.task.monitor,
+        "monitor_mode": cfg.task.monitor_mode,
+        "metrics": {"final": {}, "best": {}},
+        "best_epoch": None,
+        "epochs": 0,
+        "checkpoint": None,
+        "status": "running",
+        "error": None,
+        "output_dir": str(output_dir),
+    }
+    try:
+        validate_config(cfg)
+        record["input_size"] = cfg.input_size
+        pl.seed_everything(cfg.seed, workers=True)
+
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        record["dataset"] = datamodule.dataset_name
+        module = build_task(cfg, **datamodule.head_kwargs())
+        cost = profile_model(module, cfg.input_size)
+        record.update(madds=cost.madds, params=cost.params)
+
+        history = ValidationHistory(cfg.task.monitor, cfg.task.monitor_mode)
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer, callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
+            logger=_instantiate_group(cfg.get("logger")) or False,
+        )
+        try:
+            if cfg.train:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+            else:
+                trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        finally:
+            for logger in trainer.loggers:
+                logger.finalize("success" if trainer.state.status == "finished" else "failed")
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted")
+
+        record["metrics"] = {"final": history.final, "best": history.best}
+        record["best_epoch"] = history.best_epoch
+        record["epochs"] = trainer.current_epoch
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None:
+            record["checkpoint"] = checkpoint.best_model_path or checkpoint.last_model_path or None
+        elif not cfg.train:
+            record["checkpoint"] = str(cfg.ckpt_path)
+        record["status"] = "completed"
+        return record
+    except BaseException as error:
+        record["status"] = "failed"
+        record["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        record["duration_s"] = round(time.time() - started, 1)
+        (output_dir / "metrics.json").write_text(json.dumps(record, indent=2, default=_json_safe) + "\n")
+        log.info("wrote %s (status %s)", output_dir / "metrics.json", record["status"])
+
+
+def summary(record: dict[str, Any]) -> str:
+    """A few lines for the end of a run: the result, the cost, where the files are."""
+    cost = f"{record['madds'] / 1e6:.1f} M MAdds, {record['params'] / 1e6:.2f} M params"
+    model = f"MobileNetV1 alpha={record['alpha']} rho={record['rho']} ({record['input_size']}px)"
+    lines = [f"{record['task']} on {record['dataset']}: {model}, {cost}"]
+    final, best = record["metrics"]["final"], record["metrics"]["best"]
+    for name in sorted(final):
+        line = f"  {name:<12} {final[name]:.4f}"
+        if name in best and best[name] != final[name]:
+            line += f"   (best epoch {record['best_epoch']}: {best[name]:.4f})"
+        lines.append(line)
+    lines.append(f"  run folder: {record['output_dir']}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Pretrained weights for :class:`MobileNetV1`: timm models, local weight files and this project's checkpoints.
+
+Every file is read with ``weights_only=True`` (or as safetensors), so a weight file can never run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TIMM_PREFIX = "timm:"
+# timm's mobilenetv1_* (an EfficientNet-family model) names layers by stage and block:
+#   conv_stem / bn1                      -> stem.conv / stem.bn
+#   blocks.S.B.conv_dw / bn1             -> blocks.i.dw.conv / .bn    (i = position of (S, B) in order)
+#   blocks.S.B.conv_pw / bn2             -> blocks.i.pw.conv / .bn
+_TIMM_STEM = {"conv_stem": "stem.conv", "bn1": "stem.bn"}
+_TIMM_BLOCK_PART = {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "pw.conv", "bn2": "pw.bn"}
+_TIMM_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(\w+)$")
+
+
+def is_timm_mobilenetv1_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
+    return "conv_stem.weight" in state_dict and any(k.endswith("conv_dw.weight") for k in state_dict)
+
+
+def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm ``mobilenetv1_*`` state_dict to :class:`MobileNetV1`'s names (tensors are shared)."""
+    positions = sorted({tuple(map(int, m.group(1, 2))) for k in state_dict if (m := _TIMM_BLOCK_KEY.match(k))})
+    block_index = {stage_block: i for i, stage_block in enumerate(positions)}
+    converted = {}
+    for key, value in state_dict.items():
+        if match := _TIMM_BLOCK_KEY.match(key):
+            stage, block, part, leaf = match.groups()
+            converted[f"blocks.{block_index[int(stage), int(block)]}.{_TIMM_BLOCK_PART[part]}.{leaf}"] = value
+        elif (head := key.split(".", 1)[0]) in _TIMM_STEM:
+            converted[f"{_TIMM_STEM[head]}.{key.split('.', 1)[1]}"] = value
+        elif key.startswith("classifier."):
+            converted[key] = value
+        else:
+            raise KeyError(f"timm state_dict key {key!r} has no counterpart in MobileNetV1 (not a mobilenetv1_*?)")
+    return converted
+
+
+def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state_dict from a .safetensors, .pth/.pt or Lightning .ckpt file, safely loaded."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    for nested in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(payload, dict) and isinstance(payload.get(nested), dict):
+            payload = payload[nested]
+            break
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(f"{path} holds no state_dict of tensors")
+    return payload
+
+
+def backbone_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MobileNetV1 keys of any supported source: a task checkpoint (``backbone.*``), timm, or plain."""
+    if any(k.startswith("backbone.") for k in state_dict):
+        state_dict = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+    if is_timm_mobilenetv1_state_dict(state_dict):
+        state_dict = convert_timm_state_dict(state_dict)
+    return state_dict
+
+
+def timm_state_dict(model_name: str) -> dict[str, torch.Tensor]:
+    """Weights of a timm model by name (e.g. ``mobilenetv1_100.ra4_e3600_r224_in1k``); downloads if not cached."""
+    import timm
+
+    return timm.create_model(model_name, pretrained=True).state_dict()
+
+
+def load_pretrained(model: nn.Module, source: str | Path) -> None:
+    """Load ``source`` (``timm:<model name>`` or a weight/checkpoint file) into a MobileNetV1.
+
+    The classifier is kept only where its shape matches (a new task gets a fresh head); the pruned parts of a
+    features-only model are skipped. Any other missing or mis-shaped tensor is an error, not a partial load.
+    """
+    source = str(source)
+    if source.startswith(TIMM_PREFIX):
+        raw = timm_state_dict(source.removeprefix(TIMM_PREFIX))
+    else:
+        raw = read_weight_file(source)
+    incoming = backbone_state_dict(raw)
+    own = model.state_dict()
+    mismatched = [k for k in own if k in incoming and incoming[k].shape != own[k].shape]
+    head_reset = [k for k in mismatched if k.startswith("classifier.")]
+    body_mismatch = [k for k in mismatched if k not in head_reset]
+    missing = [k for k in own if k not in incoming and not k.startswith("classifier.")]
+    if body_mismatch or missing:
+        details = [f"{k}: {tuple(incoming[k].shape)} vs {tuple(own[k].shape)}" for k in body_mismatch[:5]]
+        raise ValueError(
+            f"pretrained weights {source} do not fit this backbone (different alpha or architecture?): "
+            f"{len(body_mismatch)} mis-shaped {details}, {len(missing)} missing {missing[:5]}"
+        )
+    if head_reset:
+        log.info("pretrained %s: classifier not loaded (shape differs), it starts fresh", source)
+    model.load_state_dict({k: v for k, v in incoming.items() if k in own and k not in head_reset}, strict=False)
+    log.info("loaded pretrained weights from %s", source)

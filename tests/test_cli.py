@@ -1,0 +1,98 @@
+"""The command line as a user runs it: from another directory, in fresh processes."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("metrics.json"))]
+
+
+def test_fast_dev_run_from_another_directory(tmp_path, quick):
+    result = run_cli([*quick, "trainer.fast_dev_run=true"], cwd=tmp_path)
+    (record,) = _metrics(tmp_path / "outputs" / "classification" / "runs")
+    assert record["status"] == "completed" and record["input_size"] == 64
+    assert "run folder:" in result.stdout and "M MAdds" in result.stdout
+
+
+def test_multirun_gives_each_job_its_own_folder_and_a_failed_job_does_not_stop_the_sweep(tmp_path, quick):
+    run_cli(["-m", *quick, "trainer.fast_dev_run=true", "backbone.alpha=0.25,-1,0.5"], cwd=tmp_path)
+    records = _metrics(tmp_path / "outputs" / "classification" / "multiruns")
+    assert [(r["alpha"], r["status"]) for r in records] == [(0.25, "completed"), (-1, "failed"), (0.5, "completed")]
+    assert len({r["output_dir"] for r in records}) == 3
+    assert "backbone.alpha" in records[1]["error"]
+
+
+def test_resume_continues_and_eval_reproduces_the_checkpoint(tmp_path, quick):
+    first = tmp_path / "first"
+    run_cli([*quick, "trainer.max_epochs=1", f"hydra.run.dir={first}"], cwd=tmp_path)
+    last = first / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+
+    resumed = tmp_path / "resumed"
+    run_cli([*quick, "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={resumed}"], cwd=tmp_path)
+    with open(resumed / "csv" / "metrics.csv") as f:
+        epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("val/top1")}
+    assert epochs == {"1"}  # epoch 0 came from the checkpoint, only epoch 1 ran
+    (resumed_record,) = _metrics(resumed)
+    assert resumed_record["epochs"] == 2
+
+    evaluated = tmp_path / "eval"
+    run_cli([*quick, "train=false", f"ckpt_path={last}", f"hydra.run.dir={evaluated}"], cwd=tmp_path)
+    (trained,), (evaluation,) = _metrics(first), _metrics(evaluated)
+    assert evaluation["mode"] == "eval" and evaluation["status"] == "completed"
+    assert evaluation["metrics"]["final"]["val/top1"] == pytest.approx(trained["metrics"]["final"]["val/top1"])
+    assert evaluation["metrics"]["final"]["val/loss"] == pytest.approx(trained["metrics"]["final"]["val/loss"], rel=1e-4)
+
+
+def test_config_errors_exit_nonzero_naming_the_key(tmp_path):
+    result = run_cli(["backbone.rho=-1"], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "backbone.rho" in result.stderr
+    assert not (tmp_path / "datasets").exists()  # failed before the data was generated
+    unknown = run_cli(["task=nonexistent"], cwd=tmp_path, check=False)
+    assert unknown.returncode != 0 and "task" in unknown.stderr and "classification" in unknown.stderr
+
+
+def test_console_script_matches_python_m(tmp_path):
+    script = shutil.which("mnet-tasks")
+    if script is None:
+        pytest.skip("mnet-tasks is not installed (pip install . installs it)")
+    via_script = subprocess.run([script, "--cfg", "job", "backbone.rho=0.714"], cwd=tmp_path, capture_output=True)
+    via_module = run_cli(["--cfg", "job", "backbone.rho=0.714"], cwd=tmp_path)
+    assert via_script.returncode == 0 and via_script.stdout.decode() == via_module.stdout
+
+
+def test_wheel_ships_the_configs_and_runs_from_them(tmp_path):
+    """The packaged-configs problem: an installed (non-editable) package must find conf/ inside itself."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, REPO],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("mnet_tasks-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mnet_tasks/conf/config.yaml" in names and "mnet_tasks/conf/task/classification.yaml" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", "import mnet_tasks.config as c; print(c.config_dir())"],
+        cwd=workdir,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(result.stdout.strip()) == site / "mnet_tasks" / "conf"

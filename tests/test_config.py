@@ -1,0 +1,80 @@
+"""Config composition, the resolved input size, and errors that name the key before data is touched."""
+
+import json
+
+import pytest
+
+from mnet_tasks.config import ConfigError, compose_config, validate_config
+from mnet_tasks.run import build_task, run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [
+        ([], 224),
+        (["backbone.rho=0.857"], 192),
+        (["backbone.rho=0.714"], 160),
+        (["backbone.rho=0.571"], 128),
+        (["backbone.resolution=100"], 100),
+        (["backbone.rho=0.5", "backbone.resolution=96"], 96),
+    ],
+)
+def test_input_size_is_resolved_once_and_read_by_data(overrides, size):
+    cfg = compose_config(overrides)
+    assert cfg.input_size == size
+    assert cfg.data.image_size == size
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("backbone.alpha=0", "backbone.alpha"),
+        ("backbone.alpha=-0.5", "backbone.alpha"),
+        ("backbone.rho=0", "backbone.rho"),
+        ("backbone.rho=0.1", "backbone.rho"),
+        ("backbone.resolution=16", "backbone.resolution"),
+        ("train=false", "ckpt_path"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path"),
+    ],
+)
+def test_invalid_values_fail_naming_the_key(override, key):
+    with pytest.raises(Exception, match=key.replace(".", r"\.")):
+        validate_config(compose_config([override]))
+
+
+def test_errors_come_before_any_data_is_generated(tmp_path):
+    cfg = compose_config(["backbone.alpha=0", f"paths.data_dir={tmp_path}/data", f"paths.output_dir={tmp_path}/run"])
+    with pytest.raises(ConfigError, match="backbone.alpha"):
+        run(cfg)
+    assert not (tmp_path / "data").exists()
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "backbone.alpha" in record["error"]
+
+
+def test_task_module_takes_backbone_from_config_and_head_from_data():
+    cfg = compose_config(["backbone.alpha=0.5", "backbone.activation=relu", "backbone.separable=false"])
+    module = build_task(cfg, num_classes=3)
+    assert module.backbone.alpha == 0.5
+    assert module.backbone.classifier.out_features == 3
+    assert type(module.backbone.stem.act).__name__ == "ReLU"
+    assert module.backbone.blocks[0].conv.kernel_size == (3, 3)
+
+
+def test_fast_dev_run_in_process_writes_metrics_json(tmp_path, quick):
+    cfg = compose_config([*quick, "trainer.fast_dev_run=true", f"paths.output_dir={tmp_path}"])
+    record = run(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved["status"] == "completed"
+    assert (saved["task"], saved["dataset"], saved["alpha"], saved["input_size"]) == (
+        "classification", "synthetic_shapes", 0.25, 64,
+    )
+    assert saved["params"] == sum(p.numel() for p in build_task(cfg, num_classes=4).parameters())
+    assert 0 < saved["madds"] < 41e6 * (64 / 224) ** 2 * 1.1
+    assert set(saved["metrics"]["final"]) == {"val/loss", "val/top1", "val/top5"}
+
+
+def test_bad_data_root_names_the_path_and_key(tmp_path, quick):
+    cfg = compose_config([*quick, f"data.root={tmp_path}/imagenet", f"paths.output_dir={tmp_path}/run"])
+    with pytest.raises(Exception, match=r"imagenet.*data\.root|data\.root.*imagenet"):
+        run(cfg)
