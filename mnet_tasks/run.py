@@ -76,7 +76,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         history = ValidationHistory(cfg.task.monitor, cfg.task.monitor_mode)
         trainer: pl.Trainer = instantiate(
-            cfg.trainer, callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
+            cfg.trainer,
+            callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
             logger=_instantiate_group(cfg.get("logger")) or False,
         )
         try:

@@ -37,5 +37,6 @@ def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comple
         [sys.executable, "-m", "mnet_tasks", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-3000:]}")
+        output = f"STDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-3000:]}"
+        raise AssertionError(f"exit {result.returncode}\n{output}")
     return result

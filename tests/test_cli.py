@@ -52,7 +52,8 @@ def test_resume_continues_and_eval_reproduces_the_checkpoint(tmp_path, quick):
     (trained,), (evaluation,) = _metrics(first), _metrics(evaluated)
     assert evaluation["mode"] == "eval" and evaluation["status"] == "completed"
     assert evaluation["metrics"]["final"]["val/top1"] == pytest.approx(trained["metrics"]["final"]["val/top1"])
-    assert evaluation["metrics"]["final"]["val/loss"] == pytest.approx(trained["metrics"]["final"]["val/loss"], rel=1e-4)
+    final_loss = trained["metrics"]["final"]["val/loss"]
+    assert evaluation["metrics"]["final"]["val/loss"] == pytest.approx(final_loss, rel=1e-4)
 
 
 def test_config_errors_exit_nonzero_naming_the_key(tmp_path):

@@ -50,7 +50,7 @@ def test_cosine_with_warmup():
 
 
 def test_unknown_schedule_names_the_key():
-    with pytest.raises(ValueError, match="task.lr_schedule.name"):
+    with pytest.raises(ValueError, match=r"task\.lr_schedule\.name"):
         lr_multiplier(0, 1, 1, name="linear")
 
 

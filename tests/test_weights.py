@@ -52,16 +52,16 @@ def test_timm_files_and_names_are_converted(tmp_path, monkeypatch):
 def test_checkpoints_that_need_unpickling_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": MobileNetV1(alpha=0.25).state_dict(), "extra": object()}, path)
-    with pytest.raises(Exception, match="weights_only|Unsupported global|WeightsUnpickler"):
+    with pytest.raises(Exception, match=r"weights_only|Unsupported global|WeightsUnpickler"):
         load_pretrained(MobileNetV1(alpha=0.25), path)
 
 
 def test_wrong_alpha_and_missing_file_are_named(tmp_path):
     path = tmp_path / "alpha050.pth"
     torch.save(MobileNetV1(alpha=0.5).state_dict(), path)
-    with pytest.raises(ValueError, match="alpha050.pth.*different alpha"):
+    with pytest.raises(ValueError, match=r"alpha050\.pth.*different alpha"):
         load_pretrained(MobileNetV1(alpha=0.25), path)
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         load_pretrained(MobileNetV1(alpha=0.25), tmp_path / "nowhere.pth")
 
 

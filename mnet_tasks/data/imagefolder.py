@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mnet_tasks.data.images import read_rgb
-from mnet_tasks.data.synthetic import generate_shapes
+from mnet_tasks.data.synthetic import generate_shapes, shapes_folder_name
 from mnet_tasks.data.transforms import eval_transform, train_transform
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -106,13 +106,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         self.root = Path(root).expanduser() if root is not None else None
-        self.data_dir = self.root if self.root is not None else Path(cache_dir).expanduser() / SYNTHETIC_NAME
+        self.synthetic = dict(synthetic or {})
+        if self.root is None:
+            self.data_dir = Path(cache_dir).expanduser() / shapes_folder_name(**self.synthetic)
+        else:
+            self.data_dir = self.root
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_scale = tuple(float(s) for s in train_scale)
         self.crop_pct = crop_pct
-        self.synthetic = dict(synthetic or {})
         self.name = name
         self.train_set: ImageFolderDataset | None = None
         self.val_set: ImageFolderDataset | None = None
