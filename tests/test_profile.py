@@ -42,3 +42,12 @@ def test_profiling_leaves_the_model_in_training_mode():
     model = MobileNetV1(alpha=0.25)
     profile_model(model, 64)
     assert model.training
+
+
+def test_profile_command_reads_the_resolved_input_size(capsys):
+    from mnet_tasks.profile import main
+
+    main(["backbone.alpha=0.5", "backbone.rho=0.714"])
+    out = capsys.readouterr().out
+    # 0.50 MobileNet-160 is 76 M MAdds in the paper (1000 classes, the config's default head)
+    assert "input 160x160: 76.5 M MAdds, 1.332 M params" in out
