@@ -83,3 +83,17 @@ def test_bad_data_root_names_the_path_and_key(tmp_path, quick):
     cfg = compose_config([*quick, f"data.root={tmp_path}/imagenet", f"paths.output_dir={tmp_path}/run"])
     with pytest.raises(Exception, match=r"imagenet.*data\.root|data\.root.*imagenet"):
         run(cfg)
+
+
+def test_backbone_pretrained_in_config_loads_the_weights(tmp_path):
+    import torch
+
+    from mnet_tasks import MobileNetV1
+
+    source = MobileNetV1(alpha=0.5, num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    module = build_task(
+        compose_config(["backbone.alpha=0.5", f"backbone.pretrained={tmp_path}/weights.pth"]), num_classes=7
+    )
+    assert torch.equal(module.backbone.blocks[5].pw.conv.weight, source.blocks[5].pw.conv.weight)
+    assert torch.equal(module.backbone.classifier.weight, source.classifier.weight)

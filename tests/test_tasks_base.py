@@ -58,7 +58,7 @@ def test_optimizer_and_scheduler_from_config():
     from mnet_tasks.config import compose_config
     from mnet_tasks.run import build_task
 
-    module = build_task(compose_config(["backbone.alpha=0.25"]), num_classes=3)
+    module = build_task(compose_config(["backbone.alpha=0.25", "task.lr_schedule.name=exponential"]), num_classes=3)
 
     class FakeTrainer:
         estimated_stepping_batches = 50

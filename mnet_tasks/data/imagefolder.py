@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from mnet_tasks.data.images import read_rgb
@@ -63,6 +64,15 @@ def check_layout(root: Path) -> None:
             f"train and val class folders under {root} differ: only in train: {only_train or 'none'}; "
             f"only in val: {only_val or 'none'} (check data.root)"
         )
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed a loader worker: Lightning's seeding, plus the albumentations pipeline, whose own RNG
+    ``seed_everything`` does not reach. The worker's torch seed is distinct per worker and reproducible."""
+    pl_worker_init_function(worker_id)
+    transform = torch.utils.data.get_worker_info().dataset.transform
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
 class ImageFolderDataset(Dataset):
@@ -154,9 +164,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = ImageFolderDataset(
-                self.data_dir / "train", train_transform(self.image_size, scale=self.train_scale)
-            )
+            augment = train_transform(self.image_size, scale=self.train_scale)
+            augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
+            self.train_set = ImageFolderDataset(self.data_dir / "train", augment)
         if self.val_set is None:
             self.val_set = ImageFolderDataset(
                 self.data_dir / "val", eval_transform(self.image_size, crop_pct=self.crop_pct)
@@ -187,4 +197,5 @@ class ImageFolderDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
+            worker_init_fn=seed_worker,
         )
