@@ -94,11 +94,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record["metrics"] = {"final": history.final, "best": history.best}
         record["best_epoch"] = history.best_epoch
         record["epochs"] = trainer.current_epoch
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None:
-            record["checkpoint"] = checkpoint.best_model_path or checkpoint.last_model_path or None
-        elif not cfg.train:
+        if not cfg.train:
             record["checkpoint"] = str(cfg.ckpt_path)
+        elif (saver := trainer.checkpoint_callback) is not None:
+            record["checkpoint"] = saver.best_model_path or saver.last_model_path or None
         record["status"] = "completed"
         return record
     except BaseException as error:

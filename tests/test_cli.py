@@ -51,6 +51,8 @@ def test_resume_continues_and_eval_reproduces_the_checkpoint(tmp_path, quick):
     run_cli([*quick, "train=false", f"ckpt_path={last}", f"hydra.run.dir={evaluated}"], cwd=tmp_path)
     (trained,), (evaluation,) = _metrics(first), _metrics(evaluated)
     assert evaluation["mode"] == "eval" and evaluation["status"] == "completed"
+    assert evaluation["checkpoint"] == str(last)
+    assert trained["checkpoint"] == str(first / "checkpoints" / "epoch000.ckpt")
     assert evaluation["metrics"]["final"]["val/top1"] == pytest.approx(trained["metrics"]["final"]["val/top1"])
     final_loss = trained["metrics"]["final"]["val/loss"]
     assert evaluation["metrics"]["final"]["val/loss"] == pytest.approx(final_loss, rel=1e-4)
