@@ -67,6 +67,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record["input_size"] = cfg.input_size
         pl.seed_everything(cfg.seed, workers=True)
 
+        # Objects first, data second: a config that cannot build (no GPU, no data.root) fails before any I/O.
+        history = ValidationHistory(cfg.task.monitor, cfg.task.monitor_mode)
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
+            logger=_instantiate_group(cfg.get("logger")) or False,
+        )
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         record["dataset"] = datamodule.dataset_name
@@ -74,12 +81,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cost = profile_model(module, cfg.input_size)
         record.update(madds=cost.madds, params=cost.params)
 
-        history = ValidationHistory(cfg.task.monitor, cfg.task.monitor_mode)
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
-            callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
-            logger=_instantiate_group(cfg.get("logger")) or False,
-        )
         try:
             if cfg.train:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)

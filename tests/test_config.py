@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from omegaconf import OmegaConf
 
 from mnet_tasks.config import ConfigError, compose_config, validate_config
 from mnet_tasks.run import build_task, run
@@ -97,3 +98,11 @@ def test_backbone_pretrained_in_config_loads_the_weights(tmp_path):
     )
     assert torch.equal(module.backbone.blocks[5].pw.conv.weight, source.blocks[5].pw.conv.weight)
     assert torch.equal(module.backbone.classifier.weight, source.classifier.weight)
+
+
+def test_an_experiment_for_real_data_requires_data_root(tmp_path):
+    cfg = compose_config(["experiment=imagenet_paper", "trainer=cpu", f"paths.data_dir={tmp_path}/data"])
+    assert (cfg.backbone.alpha, cfg.input_size, cfg.task.lr_schedule.name) == (1.0, 224, "exponential")
+    with pytest.raises(Exception, match=r"data\.root is required"):
+        run(OmegaConf.merge(cfg, {"paths": {"output_dir": str(tmp_path / "run")}}))
+    assert not (tmp_path / "data").exists()

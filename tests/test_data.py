@@ -29,7 +29,7 @@ def file_mtimes(root: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_shapes(tmp_path_factory.mktemp("cache") / "synthetic_shapes", **SMALL)
+    return generate_shapes(tmp_path_factory.mktemp("cache") / shapes.shapes_folder_name(**SMALL), **SMALL)
 
 
 # --- synthetic shapes ---------------------------------------------------------------------------

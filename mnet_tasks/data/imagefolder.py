@@ -98,7 +98,11 @@ class ImageFolderDataset(Dataset):
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
-    """Classification data in the ImageFolder layout; ``root=None`` uses generated synthetic shapes."""
+    """Classification data in the ImageFolder layout.
+
+    ``root=None`` trains on synthetic shapes generated with the ``synthetic`` parameters (an empty dict for the
+    defaults); with ``synthetic=None`` as well there is no built-in fallback and ``root`` is required.
+    """
 
     def __init__(
         self,
@@ -116,11 +120,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         self.root = Path(root).expanduser() if root is not None else None
-        self.synthetic = dict(synthetic or {})
-        if self.root is None:
+        self.synthetic = dict(synthetic) if synthetic is not None else None
+        if self.root is not None:
+            self.data_dir = self.root
+        elif self.synthetic is not None:
             self.data_dir = Path(cache_dir).expanduser() / shapes_folder_name(**self.synthetic)
         else:
-            self.data_dir = self.root
+            raise ValueError(f"data.root is required: point it at a dataset laid out as {EXPECTED_LAYOUT}")
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
