@@ -109,6 +109,7 @@ class MobileNetV1(nn.Module):
         blocks = []
         in_chs, reduction = self.stem.conv.out_channels, 2
         self.feature_info: list[dict] = []
+        self.stage_ends: list[int] = []  # index of each feature_info stage's last block
         for i, (channels, stride) in enumerate(layers):
             out_chs = scale_channels(channels, alpha)
             if separable:
@@ -119,6 +120,7 @@ class MobileNetV1(nn.Module):
             ends_stage = i + 1 == len(layers) or layers[i + 1][1] == 2
             if ends_stage:
                 self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"blocks.{i}"))
+                self.stage_ends.append(i)
         self.blocks = nn.Sequential(*blocks)
         self.num_features = self.head_hidden_size = in_chs
         self.head_drop = nn.Dropout(drop_rate)
@@ -143,10 +145,6 @@ class MobileNetV1(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.01)
                 nn.init.zeros_(module.bias)
-
-    @property
-    def _stage_ends(self) -> list[int]:
-        return [int(info["module"].split(".")[1]) for info in self.feature_info]
 
     @staticmethod
     def _check_input(x: torch.Tensor) -> None:
@@ -184,9 +182,8 @@ class MobileNetV1(nn.Module):
             raise ValueError(f"MobileNetV1 only produces NCHW features, got output_fmt={output_fmt!r}")
         self._check_input(x)
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
-        stage_ends = self._stage_ends
-        take_blocks = {stage_ends[i] for i in take_indices}
-        last_block = stage_ends[max_index] if stop_early or intermediates_only else len(self.blocks) - 1
+        take_blocks = {self.stage_ends[i] for i in take_indices}
+        last_block = self.stage_ends[max_index] if stop_early or intermediates_only else len(self.blocks) - 1
         x = self.stem(x)
         intermediates = []
         for i, block in enumerate(self.blocks[: last_block + 1]):
@@ -203,8 +200,9 @@ class MobileNetV1(nn.Module):
     ) -> list[int]:
         """Drop the blocks after the last wanted stage (and the classifier) for feature extraction."""
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
-        self.blocks = self.blocks[: self._stage_ends[max_index] + 1]
+        self.blocks = self.blocks[: self.stage_ends[max_index] + 1]
         self.feature_info = self.feature_info[: max_index + 1]
+        self.stage_ends = self.stage_ends[: max_index + 1]
         if prune_head:
             self.reset_classifier(0)
         return take_indices
