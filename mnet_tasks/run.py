@@ -30,10 +30,6 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in (group or {}).values() if entry and "_target_" in entry]
 
 
-def _json_safe(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or evaluate) one job and write ``metrics.json`` in its output folder, whatever happens.
 
@@ -107,7 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         record["duration_s"] = round(time.time() - started, 1)
-        (output_dir / "metrics.json").write_text(json.dumps(record, indent=2, default=_json_safe) + "\n")
+        (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         log.info("wrote %s (status %s)", output_dir / "metrics.json", record["status"])
 
 

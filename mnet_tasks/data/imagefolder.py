@@ -16,11 +16,10 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from mnet_tasks.data.images import read_rgb
-from mnet_tasks.data.synthetic import generate_shapes, shapes_folder_name
+from mnet_tasks.data.synthetic import DATASET_NAME, generate_shapes, shapes_folder_name
 from mnet_tasks.data.transforms import eval_transform, train_transform
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-SYNTHETIC_NAME = "synthetic_shapes"
 EXPECTED_LAYOUT = "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG"
 MIN_IMAGE_SIZE = 32
 
@@ -140,7 +139,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def dataset_name(self) -> str:
         if self.name:
             return self.name
-        return SYNTHETIC_NAME if self.root is None else self.root.resolve().name
+        return DATASET_NAME if self.root is None else self.root.resolve().name
 
     @property
     def class_names(self) -> list[str]:

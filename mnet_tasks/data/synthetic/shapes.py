@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+DATASET_NAME = "synthetic_shapes"
 MARKER_NAME = ".complete.json"
 # Bump when the drawing code changes so that old caches are not silently reused.
 GENERATOR_VERSION = 2
@@ -268,10 +269,10 @@ def shape_parameters(
 
 
 def shapes_folder_name(**params: int) -> str:
-    """``synthetic_shapes-<digest>``: each parameter set gets its own folder in the cache, so changing
+    """``<DATASET_NAME>-<digest>``: each parameter set gets its own folder in the cache, so changing
     ``data.synthetic.*`` generates a new dataset instead of clashing with the old one."""
     digest = hashlib.sha1(json.dumps(shape_parameters(**params), sort_keys=True).encode()).hexdigest()[:8]
-    return f"synthetic_shapes-{digest}"
+    return f"{DATASET_NAME}-{digest}"
 
 
 def generate_shapes(root: Path, **params: int) -> Path:
