@@ -1,12 +1,15 @@
-"""Eager PyTorch latency of MobileNetV1 beside timm's ``mobilenetv1_100`` as the anchor, measured in one run.
+"""Eager PyTorch latency of our models beside a reference model as the anchor, measured in one run.
 
 ``python -m mnet_tasks.bench --alpha 1.0 --size 224 --batch 1`` prints one row per model and memory format,
-with the median latency and its ratio to the anchor in the same format.
+with the median latency and its ratio to the anchor in the same format: MobileNetV1 against timm's
+``mobilenetv1_100``, or with ``--task detection`` SSD300-MobileNetV1 (post-processing included) against
+torchvision's ``ssdlite320_mobilenet_v3_large``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -59,20 +62,51 @@ def format_table(rows: list[dict], anchor: str) -> str:
     return "\n".join(lines)
 
 
+def classification_models(alphas: list[float]) -> tuple[str, dict[str, Callable[[], nn.Module]]]:
+    anchor = "timm mobilenetv1_100"
+    models: dict[str, Callable[[], nn.Module]] = {anchor: lambda: timm.create_model("mobilenetv1_100")}
+    for alpha in alphas:
+        models[f"mnet_tasks MobileNetV1 a={alpha}"] = lambda alpha=alpha: MobileNetV1(alpha=alpha)
+    return anchor, models
+
+
+def detection_models(alphas: list[float], size: int) -> tuple[str, dict[str, Callable[[], nn.Module]]]:
+    """Untrained detectors over COCO's 90 classes; each keeps its own post-processing settings."""
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    from mnet_tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
+
+    anchor = "torchvision ssdlite320_mbv3_large"
+    models: dict[str, Callable[[], nn.Module]] = {
+        anchor: lambda: ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+    }
+
+    def ssd(alpha: float) -> nn.Module:
+        body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
+        return build_ssd(body, 90, size)
+
+    for alpha in alphas:
+        models[f"mnet_tasks SSD{size} a={alpha}"] = functools.partial(ssd, alpha)
+    return anchor, models
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["classification", "detection"], default="classification")
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=None, help="input size (default 224; 300 for detection)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
-    anchor = "timm mobilenetv1_100"
-    models: dict[str, Callable[[], nn.Module]] = {anchor: lambda: timm.create_model("mobilenetv1_100")}
-    for alpha in args.alpha:
-        models[f"mnet_tasks MobileNetV1 a={alpha}"] = lambda alpha=alpha: MobileNetV1(alpha=alpha)
-    print(f"batch {args.batch}, {args.size}px, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(format_table(benchmark(models, args.size, args.batch, args.repeats, args.warmup), anchor))
+    if args.task == "detection":
+        size = args.size or 300
+        anchor, models = detection_models(args.alpha, size)
+    else:
+        size = args.size or 224
+        anchor, models = classification_models(args.alpha)
+    print(f"batch {args.batch}, {size}px, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(format_table(benchmark(models, size, args.batch, args.repeats, args.warmup), anchor))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ class ValidationHistory(pl.Callback):
         self.monitor, self.mode = monitor, mode
         self.epochs: list[tuple[int, dict[str, float]]] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After every epoch-end hook, the module's included (metrics computed over the whole epoch, e.g. COCOeval).
         if trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

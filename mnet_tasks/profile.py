@@ -6,6 +6,7 @@ network at its resolved input size, with the paper's Table 2 breakdown by layer 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ def profile_model(model: nn.Module, input_size: int, in_chans: int = 3) -> Model
     """MAdds (one per multiply-accumulate) of one forward pass on a single image, and trainable parameters."""
     was_training = model.training
     model.eval()
+    # A model whose work depends on the image (e.g. proposals kept by NMS) fixes it for counting.
+    cost_mode = getattr(model, "cost_mode", contextlib.nullcontext)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, cost_mode():
             model(torch.zeros(1, in_chans, input_size, input_size))
     finally:
         model.train(was_training)

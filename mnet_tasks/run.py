@@ -11,6 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from mnet_tasks.callbacks import ValidationHistory
 from mnet_tasks.config import validate_config
@@ -65,11 +66,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         # Objects first, data second: a config that cannot build (no GPU, no data.root) fails before any I/O.
         history = ValidationHistory(cfg.task.monitor, cfg.task.monitor_mode)
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
-            callbacks=[*_instantiate_group(cfg.get("callbacks")), history],
-            logger=_instantiate_group(cfg.get("logger")) or False,
-        )
+        loggers = _instantiate_group(cfg.get("logger"))
+        callbacks = _instantiate_group(cfg.get("callbacks"))
+        if not loggers:  # Lightning refuses a learning-rate monitor that has no logger to write to
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         record["dataset"] = datamodule.dataset_name
@@ -113,8 +114,9 @@ def summary(record: dict[str, Any]) -> str:
     model = f"MobileNetV1 alpha={record['alpha']} rho={record['rho']} ({record['input_size']}px)"
     lines = [f"{record['task']} on {record['dataset']}: {model}, {cost}"]
     final, best = record["metrics"]["final"], record["metrics"]["best"]
+    width = max(map(len, final), default=0)
     for name in sorted(final):
-        line = f"  {name:<12} {final[name]:.4f}"
+        line = f"  {name:<{width}} {final[name]:.4f}"
         if name in best and best[name] != final[name]:
             line += f"   (best epoch {record['best_epoch']}: {best[name]:.4f})"
         lines.append(line)

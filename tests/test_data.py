@@ -14,6 +14,7 @@ from mnet_tasks.data import ImageFolderDataModule, generate_shapes
 from mnet_tasks.data.imagefolder import ImageFolderDataset
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.data.synthetic import shapes
+from mnet_tasks.data.synthetic.cache import MARKER_NAME
 from mnet_tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
 SMALL = {"num_classes": 4, "train_per_class": 6, "val_per_class": 3, "image_size": 48}
@@ -54,7 +55,7 @@ def test_generation_layout_and_counts(shapes_root: Path) -> None:
             assert files == [f"{name}_{i:05d}.jpg" for i in range(count)]
     with Image.open(shapes_root / "val" / classes[0] / f"{classes[0]}_00002.jpg") as image:
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (48, 48))
-    marker = json.loads((shapes_root / shapes.MARKER_NAME).read_text())
+    marker = json.loads((shapes_root / MARKER_NAME).read_text())
     assert {key: marker[key] for key in SMALL} == SMALL
     assert marker["seed"] == 0
     assert [p.name for p in shapes_root.parent.iterdir()] == [shapes_root.name]  # no temp folder left
@@ -106,7 +107,7 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(shapes, "render_shape_image", real_render)
     root = generate_shapes(tmp_path / "data", **SMALL)
-    assert (root / shapes.MARKER_NAME).is_file()
+    assert (root / MARKER_NAME).is_file()
 
 
 def test_a_run_that_finished_first_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +121,7 @@ def test_a_run_that_finished_first_is_kept(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(shapes, "render_shape_image", other_run_finishes_first)
     root = generate_shapes(tmp_path / "data", **SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
-    assert (root / shapes.MARKER_NAME).is_file()
+    assert (root / MARKER_NAME).is_file()
 
 
 # --- read_rgb -----------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ generated on first use under ``data.cache_dir`` when no root is given.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
@@ -74,34 +76,176 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
-class ImageFolderDataset(Dataset):
-    """``(image tensor, class index)`` pairs from one split folder holding one subfolder per class."""
+class LabelledImageDataset(Dataset):
+    """``(image tensor, class index)`` pairs from a list of ``(image path, class index)`` samples."""
 
-    def __init__(self, root_split_dir: str | Path, transform: Callable[..., dict]) -> None:
-        self.root = Path(root_split_dir)
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[..., dict]) -> None:
+        self.samples = list(samples)
         self.transform = transform
-        self.classes = list_classes(self.root)
-        self.samples: list[tuple[Path, int]] = []
-        for label, name in enumerate(self.classes):
-            files = sorted(f for f in os.listdir(self.root / name) if is_image_file(f))
-            self.samples.extend((self.root / name / f, label) for f in files)
-        if not self.samples:
-            raise ValueError(f"no images found in {self.root} (expected layout {EXPECTED_LAYOUT})")
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load_image(self, index: int) -> np.ndarray:
+        """The decoded ``HxWx3`` image of sample ``index``; a subclass may crop it before the transform."""
+        return read_rgb(self.samples[index][0])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[index]
-        return self.transform(image=read_rgb(path))["image"], label
+        return self.transform(image=self.load_image(index))["image"], self.samples[index][1]
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataset(LabelledImageDataset):
+    """The images of one split folder holding one subfolder per class."""
+
+    def __init__(self, root_split_dir: str | Path, transform: Callable[..., dict]) -> None:
+        self.root = Path(root_split_dir)
+        self.classes = list_classes(self.root)
+        samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files = sorted(f for f in os.listdir(self.root / name) if is_image_file(f))
+            samples.extend((self.root / name / f, label) for f in files)
+        if not samples:
+            raise ValueError(f"no images found in {self.root} (expected layout {EXPECTED_LAYOUT})")
+        super().__init__(samples, transform)
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    """What every single-label image DataModule shares: a real dataset under ``root`` or, without one, a synthetic
+    dataset generated in the same file format; transforms, loaders and the class count the head needs.
+
+    A subclass names its format (``synthetic_dataset_name``, ``expected_layout``) and implements the four
+    hooks below: where the synthetic set lives and how it is written, the layout check of a real root, the class
+    names, and one split's dataset. ``root=None`` with ``synthetic=None`` is an error: there is no built-in data.
+    """
+
+    synthetic_dataset_name = "synthetic"
+    expected_layout = ""
+
+    def __init__(
+        self,
+        root: str | None,
+        cache_dir: str,
+        image_size: int,
+        batch_size: int,
+        num_workers: int,
+        train_scale: Sequence[float],
+        crop_pct: float,
+        synthetic: Mapping[str, Any] | None,
+        name: str | None,
+    ) -> None:
+        super().__init__()
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.synthetic = dict(synthetic) if synthetic is not None else None
+        if self.root is not None:
+            self.data_dir = self.root
+        elif self.synthetic is not None:
+            self.data_dir = Path(cache_dir).expanduser() / self.synthetic_folder_name(self.synthetic)
+        else:
+            raise ValueError(f"data.root is required: point it at a dataset laid out as {self.expected_layout}")
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_scale = tuple(float(s) for s in train_scale)
+        self.crop_pct = crop_pct
+        self.name = name
+        self.train_set: LabelledImageDataset | None = None
+        self.val_set: LabelledImageDataset | None = None
+
+    # --- the format's hooks ---
+
+    def synthetic_folder_name(self, params: dict[str, Any]) -> str:
+        """The cache subfolder of the synthetic dataset with these parameters (a digest of them)."""
+        raise NotImplementedError
+
+    def generate_synthetic(self) -> None:
+        """Write the synthetic dataset with ``self.synthetic`` parameters to ``self.data_dir`` unless it is there."""
+        raise NotImplementedError
+
+    def check_layout(self) -> None:
+        """Fail early, naming the file or folder and ``data.root``, if ``self.root`` lacks the expected layout."""
+        raise NotImplementedError
+
+    @property
+    def class_names(self) -> list[str]:
+        """Available right after ``prepare_data()``, before ``setup()``: the task sizes its head from it."""
+        raise NotImplementedError
+
+    def build_dataset(self, split: str, transform: Callable[..., dict]) -> LabelledImageDataset:
+        """The ``train`` or ``val`` dataset."""
+        raise NotImplementedError
+
+    # --- shared ---
+
+    @property
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        return self.synthetic_dataset_name if self.root is None else self.root.resolve().name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def head_kwargs(self) -> dict[str, int]:
+        """Arguments the task module needs to size the classification head."""
+        return {"num_classes": self.num_classes}
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic data, or check that a given root has the expected layout."""
+        if self.root is None:
+            self.generate_synthetic()
+        else:
+            self.check_layout()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            augment = train_transform(self.image_size, scale=self.train_scale)
+            augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
+            self.train_set = self.build_dataset("train", augment)
+        if self.val_set is None:
+            self.val_set = self.build_dataset("val", eval_transform(self.image_size, crop_pct=self.crop_pct))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.train_set, "train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.val_set, "val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Testing uses the validation split (ImageNet has no labelled test split; for datasets that have one,
+        such as Stanford Dogs, the validation split is that test split)."""
+        return self.val_dataloader()
+
+    @staticmethod
+    def _require(dataset: LabelledImageDataset | None, split: str) -> LabelledImageDataset:
+        if dataset is None:
+            raise RuntimeError(f"the {split} dataset is not built; call setup() first")
+        return dataset
+
+    def _loader(self, dataset: LabelledImageDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+            worker_init_fn=seed_worker,
+        )
+
+
+class ImageFolderDataModule(ClassificationDataModule):
     """Classification data in the ImageFolder layout.
 
     ``root=None`` trains on synthetic shapes generated with the ``synthetic`` parameters (an empty dict for the
     defaults); with ``synthetic=None`` as well there is no built-in fallback and ``root`` is required.
     """
+
+    synthetic_dataset_name = DATASET_NAME
+    expected_layout = EXPECTED_LAYOUT
 
     def __init__(
         self,
@@ -115,35 +259,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         synthetic: dict | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-        self.root = Path(root).expanduser() if root is not None else None
-        self.synthetic = dict(synthetic) if synthetic is not None else None
-        if self.root is not None:
-            self.data_dir = self.root
-        elif self.synthetic is not None:
-            self.data_dir = Path(cache_dir).expanduser() / shapes_folder_name(**self.synthetic)
-        else:
-            raise ValueError(f"data.root is required: point it at a dataset laid out as {EXPECTED_LAYOUT}")
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.train_scale = tuple(float(s) for s in train_scale)
-        self.crop_pct = crop_pct
-        self.name = name
-        self.train_set: ImageFolderDataset | None = None
-        self.val_set: ImageFolderDataset | None = None
+        super().__init__(root, cache_dir, image_size, batch_size, num_workers, train_scale, crop_pct, synthetic, name)
 
-    @property
-    def dataset_name(self) -> str:
-        if self.name:
-            return self.name
-        return DATASET_NAME if self.root is None else self.root.resolve().name
+    def synthetic_folder_name(self, params: dict[str, Any]) -> str:
+        return shapes_folder_name(**params)
+
+    def generate_synthetic(self) -> None:
+        generate_shapes(self.data_dir, **self.synthetic)
+
+    def check_layout(self) -> None:
+        check_layout(self.root)
 
     @property
     def class_names(self) -> list[str]:
-        """Read from disk, so that it is available right after ``prepare_data()``, before ``setup()``."""
         train_dir = self.data_dir / "train"
         if not train_dir.is_dir():
             raise FileNotFoundError(
@@ -152,55 +280,5 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return list_classes(train_dir)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def head_kwargs(self) -> dict[str, int]:
-        """Arguments the task module needs to size the classification head."""
-        return {"num_classes": self.num_classes}
-
-    def prepare_data(self) -> None:
-        """Generate the synthetic data, or check that a given root has the expected layout."""
-        if self.root is None:
-            generate_shapes(self.data_dir, **self.synthetic)
-        else:
-            check_layout(self.root)
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            augment = train_transform(self.image_size, scale=self.train_scale)
-            augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
-            self.train_set = ImageFolderDataset(self.data_dir / "train", augment)
-        if self.val_set is None:
-            self.val_set = ImageFolderDataset(
-                self.data_dir / "val", eval_transform(self.image_size, crop_pct=self.crop_pct)
-            )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.train_set, "train"), shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.val_set, "val"), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """ImageNet-style datasets have no labelled test split, so testing uses the validation split."""
-        return self.val_dataloader()
-
-    @staticmethod
-    def _require(dataset: ImageFolderDataset | None, split: str) -> ImageFolderDataset:
-        if dataset is None:
-            raise RuntimeError(f"the {split} dataset is not built; call setup() first")
-        return dataset
-
-    def _loader(self, dataset: ImageFolderDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
-            worker_init_fn=seed_worker,
-        )
+    def build_dataset(self, split: str, transform: Callable[..., dict]) -> ImageFolderDataset:
+        return ImageFolderDataset(self.data_dir / split, transform)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,6 +16,8 @@ from torch import nn
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.weights import load_pretrained
 
+log = logging.getLogger(__name__)
+
 # Keys of the backbone group that set the input size rather than the network (see config.resolve_input_size).
 INPUT_SIZE_KEYS = ("rho", "resolution")
 
@@ -22,17 +26,34 @@ def build_backbone(backbone: Mapping[str, Any], **overrides: Any) -> MobileNetV1
     """A MobileNetV1 from the ``backbone`` config group, with its pretrained weights if it names any."""
     kwargs = {k: v for k, v in backbone.items() if k not in INPUT_SIZE_KEYS and k != "pretrained"}
     model = MobileNetV1(**kwargs, **overrides)
-    if backbone.get("pretrained"):
-        load_pretrained(model, backbone["pretrained"])
+    if source := backbone.get("pretrained"):
+        try:
+            load_pretrained(model, source)
+        except Exception as error:  # any unreadable or unfitting file: say which config key named it
+            raise ValueError(f"backbone.pretrained={source} cannot be loaded: {error}") from error
     return model
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)  # BatchNorm1d/2d/3d and SyncBatchNorm
 
 
 def is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear weights only: not on depthwise filters (the paper), BN or biases."""
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    backbone_params: Collection[nn.Parameter] = (),
+    backbone_lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only: not on depthwise filters (the paper), BN or biases.
+
+    With a ``backbone_lr_scale`` other than 1, ``backbone_params`` (the pretrained part) and the rest (the head)
+    are split as well: four groups, named ``{backbone,head}_{decay,no_decay}``, each with its ``lr_scale``, which
+    :meth:`TaskModule.configure_optimizers` multiplies into the group's learning rate.
+    """
     decay, no_decay = [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
@@ -40,7 +61,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
                 continue
             decays = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module)
             (decay if decays else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if backbone_lr_scale == 1.0:
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    in_backbone = {id(p) for p in backbone_params}
+    groups = []
+    for part, lr_scale in (("backbone", backbone_lr_scale), ("head", 1.0)):
+        for kind, params, decay_rate in (("decay", decay, weight_decay), ("no_decay", no_decay, 0.0)):
+            chosen = [p for p in params if (id(p) in in_backbone) == (part == "backbone")]
+            if chosen:
+                groups.append(
+                    {"params": chosen, "weight_decay": decay_rate, "lr_scale": lr_scale, "name": f"{part}_{kind}"}
+                )
+    return groups
 
 
 def lr_multiplier(
@@ -66,6 +98,46 @@ def lr_multiplier(
     raise ValueError(f"task.lr_schedule.name must be cosine, exponential or constant, got {name!r}")
 
 
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How a task trains its pretrained backbone (``task.finetune``); the defaults train everything alike.
+
+    Attributes:
+        backbone_lr_scale: learning-rate factor of the backbone's parameters (all of ``self.backbone`` but its
+            classifier) relative to the head's, e.g. 0.1 to adapt pretrained features gently.
+        freeze_backbone_epochs: the backbone is frozen (no gradients, BatchNorm in eval mode) for the first N
+            epochs so that a fresh head first learns on fixed features; it then trains with the rest.
+        freeze_bn: the backbone's BatchNorm layers stay in eval mode (running statistics kept) with their scale
+            and shift frozen, for small batches or data much smaller than the pretraining set.
+    """
+
+    backbone_lr_scale: float = 1.0
+    freeze_backbone_epochs: int = 0
+    freeze_bn: bool = False
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any] | None) -> FinetuneOptions:
+        options = dict(options or {})
+        known = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in known:
+                raise ValueError(f"task.finetune.{key} is not an option; choose from {', '.join(known)}")
+        scale = options.get("backbone_lr_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+            raise ValueError(f"task.finetune.backbone_lr_scale must be a number >= 0, got {scale!r}")
+        epochs = options.get("freeze_backbone_epochs", 0)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"task.finetune.freeze_backbone_epochs must be an integer >= 0, got {epochs!r}")
+        freeze_bn = options.get("freeze_bn", False)
+        if not isinstance(freeze_bn, bool):
+            raise ValueError(f"task.finetune.freeze_bn must be true or false, got {freeze_bn!r}")
+        return cls(float(scale), epochs, freeze_bn)
+
+    @property
+    def active(self) -> bool:
+        return self != FinetuneOptions()
+
+
 class TaskModule(pl.LightningModule):
     """Base of every task: subclasses build their network in ``__init__`` and define the steps.
 
@@ -75,6 +147,7 @@ class TaskModule(pl.LightningModule):
         lr_schedule: arguments of :func:`lr_multiplier`, applied every optimizer step.
         weight_decay: decay of the conv and linear weights (depthwise filters excluded).
         monitor / monitor_mode: the primary metric and whether higher is better.
+        finetune: :class:`FinetuneOptions` as a mapping (``task.finetune``); they act on ``self.backbone``.
     """
 
     def __init__(
@@ -87,14 +160,68 @@ class TaskModule(pl.LightningModule):
         monitor_mode: str,
         name: str,
         native_resolution: int,
+        finetune: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         # Every __init__ argument of the subclass chain; plain containers keep checkpoints weights_only-loadable.
         self.save_hyperparameters()
+        self.finetune = FinetuneOptions.from_config(finetune)
+        self.backbone_frozen = False  # during the first finetune.freeze_backbone_epochs epochs
+        if self.finetune.backbone_lr_scale != 1.0 and not backbone.get("pretrained"):
+            log.warning(
+                "task.finetune.backbone_lr_scale=%s but backbone.pretrained is null: the backbone starts from "
+                "random weights and trains at a scaled learning rate",
+                self.finetune.backbone_lr_scale,
+            )
+
+    def backbone_body(self) -> list[nn.Module]:
+        """The modules that ``backbone.pretrained`` fills: all of ``self.backbone`` but its classifier, which
+        belongs to the head (it starts fresh when the class count differs)."""
+        backbone = getattr(self, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise AttributeError(f"task.finetune needs {type(self).__name__} to keep its MobileNetV1 as self.backbone")
+        head = set(backbone.get_classifier().modules()) if hasattr(backbone, "get_classifier") else set()
+        return [module for module in backbone.modules() if module not in head]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for module in self.backbone_body() for p in module.parameters(recurse=False)]
+
+    def set_backbone_requires_grad(self, frozen: bool) -> None:
+        """Freeze or release the backbone's parameters; with ``finetune.freeze_bn`` its BN affine stays frozen."""
+        for module in self.backbone_body():
+            keep = frozen or (self.finetune.freeze_bn and is_batchnorm(module))
+            for param in module.parameters(recurse=False):
+                param.requires_grad = not keep
+
+    def train(self, mode: bool = True) -> TaskModule:
+        """As nn.Module's, but a frozen backbone's BatchNorm layers stay in eval mode (Lightning calls train()
+        again after every validation)."""
+        super().train(mode)
+        if mode and self.finetune.active and (self.backbone_frozen or self.finetune.freeze_bn):
+            for module in self.backbone_body():
+                if is_batchnorm(module):
+                    module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        """Applies the finetune options for this epoch (a subclass overriding this hook must call super)."""
+        if self.finetune.active:
+            self.backbone_frozen = self.current_epoch < self.finetune.freeze_backbone_epochs
+            self.set_backbone_requires_grad(self.backbone_frozen)
+            self.train(self.training)
 
     def configure_optimizers(self) -> dict[str, Any]:
         make_optimizer = instantiate(self.hparams.optimizer, _partial_=True)
-        optimizer = make_optimizer(parameter_groups(self, self.hparams.weight_decay))
+        if self.finetune.active:
+            # The optimizer must hold every parameter the backbone will train, even if it is frozen right now.
+            self.set_backbone_requires_grad(frozen=False)
+            backbone = self.backbone_parameters()
+        else:
+            backbone = []
+        groups = parameter_groups(self, self.hparams.weight_decay, backbone, self.finetune.backbone_lr_scale)
+        optimizer = make_optimizer(groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)  # LambdaLR below scales each group's own base lr
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = total_steps / max_epochs

@@ -1,4 +1,4 @@
-"""Image classification (ImageNet, and any ImageFolder dataset): cross-entropy, top-1 and top-5 accuracy."""
+"""Image classification (ImageNet, any ImageFolder dataset, fine-grained sets): cross-entropy and accuracies."""
 
 from __future__ import annotations
 
@@ -13,17 +13,24 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnet_tasks.tasks.base import TaskModule, build_backbone
 
 
-def accuracy_metrics(num_classes: int) -> MetricCollection:
-    return MetricCollection(
-        {
-            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        }
-    )
+def accuracy_metrics(num_classes: int, mean_class_accuracy: bool = False) -> MetricCollection:
+    """Top-1 and top-5 over images; with ``mean_class_accuracy`` also top-1 averaged over classes, the fair number
+    when classes have unequal counts (fine-grained test splits)."""
+    metrics = {
+        "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+        "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+    }
+    if mean_class_accuracy:
+        metrics["mean_class_accuracy"] = MulticlassAccuracy(num_classes, top_k=1, average="macro")
+    return MetricCollection(metrics)
 
 
 class ClassificationTask(TaskModule):
-    """MobileNetV1 with its classifier sized to the data; logs ``{train,val}/{loss,top1,top5}``."""
+    """MobileNetV1 with its classifier sized to the data; logs ``{train,val}/{loss,top1,top5}``.
+
+    Fine-grained recognition is this module with ``mean_class_accuracy`` on and ``finetune`` options (see
+    :class:`~mnet_tasks.tasks.base.FinetuneOptions`) for a backbone from ``backbone.pretrained``.
+    """
 
     def __init__(
         self,
@@ -37,12 +44,16 @@ class ClassificationTask(TaskModule):
         monitor_mode: str = "max",
         name: str = "classification",
         native_resolution: int = 224,
+        finetune: Mapping[str, Any] | None = None,
+        mean_class_accuracy: bool = False,
     ):
-        super().__init__(backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution)
+        super().__init__(
+            backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution, finetune
+        )
         self.backbone = build_backbone(backbone, num_classes=num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
-        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
+        self.train_metrics = accuracy_metrics(num_classes, mean_class_accuracy).clone(prefix="train/")
+        self.val_metrics = accuracy_metrics(num_classes, mean_class_accuracy).clone(prefix="val/")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)

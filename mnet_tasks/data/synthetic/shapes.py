@@ -7,10 +7,6 @@ so that exactly the same loader serves the synthetic data and a real dataset.
 from __future__ import annotations
 
 import colorsys
-import hashlib
-import json
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from mnet_tasks.data.synthetic.cache import dataset_folder_name, write_once
+
 DATASET_NAME = "synthetic_shapes"
-MARKER_NAME = ".complete.json"
 # Bump when the drawing code changes so that old caches are not silently reused.
 GENERATOR_VERSION = 2
 JPEG_QUALITY = 90
@@ -131,16 +128,16 @@ def _unit_outlines() -> dict[str, Outline]:
     return outlines
 
 
-_UNIT_OUTLINES = _unit_outlines()
+UNIT_OUTLINES = _unit_outlines()
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A dark tinted grey with a gentle gradient and a soft blob (float HxWx3).
 
     Kept calm on purpose: a 27-layer plain network like MobileNetV1 learns shapes from scratch within a minute of
     CPU only when the shape, not the background, carries the contrast (busy colour backgrounds took 10x longer).
     """
-    ys, xs = np.mgrid[0:size, 0:size] / (size - 1)
+    ys, xs = np.mgrid[0:height, 0:width] / (np.array([height, width])[:, None, None] - 1)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = xs * np.cos(angle) + ys * np.sin(angle) - 0.5
     base = rng.uniform(40, 120) + rng.uniform(-15, 15, size=3)
@@ -151,14 +148,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return image + blob[:, :, None] * rng.uniform(-30, 30)
 
 
-def _draw_lines(rng: np.random.Generator, image: Image.Image, count: int) -> None:
+def draw_lines(rng: np.random.Generator, image: Image.Image, count: int) -> None:
     """Random straight lines across the image: clutter that is not one of the class shapes."""
-    size = image.width
     draw = ImageDraw.Draw(image)
     for _ in range(count):
-        start, end = rng.uniform(-0.2, 1.2, size=(2, 2)) * size
+        start, end = rng.uniform(-0.2, 1.2, size=(2, 2)) * image.size
         color = tuple(int(v) for v in rng.integers(0, 256, size=3))
-        draw.line([tuple(start), tuple(end)], fill=color, width=int(rng.integers(1, max(1, size // 48) + 1)))
+        thickest = max(1, min(image.size) // 48)
+        draw.line([tuple(start), tuple(end)], fill=color, width=int(rng.integers(1, thickest + 1)))
 
 
 def _shape_mask(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
@@ -175,7 +172,7 @@ def _shape_mask(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
 
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
-    for polygon, is_hole in _UNIT_OUTLINES[name]:
+    for polygon, is_hole in UNIT_OUTLINES[name]:
         points = [tuple(p) for p in (polygon * stretch) @ rotation.T * radius + center]
         if outlined:
             draw.line([*points, points[0]], fill=255, width=width, joint="curve")
@@ -184,7 +181,7 @@ def _shape_mask(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
     return np.asarray(mask.reduce(_SUPERSAMPLE), dtype=np.float64) / 255.0
 
 
-def _shape_color(rng: np.random.Generator) -> np.ndarray:
+def shape_color(rng: np.random.Generator) -> np.ndarray:
     """A light, pale-tinted colour: the shapes are always brighter than the darker background."""
     hue, saturation, value = rng.uniform(0, 1), rng.uniform(0.0, 0.35), rng.uniform(0.85, 1.0)
     return np.array(colorsys.hsv_to_rgb(hue, saturation, value)) * 255
@@ -192,17 +189,17 @@ def _shape_color(rng: np.random.Generator) -> np.ndarray:
 
 def render_shape_image(rng: np.random.Generator, name: str, size: int) -> Image.Image:
     """Draw one image of shape ``name`` with a line or two of clutter; all randomness comes from ``rng``."""
-    canvas = Image.fromarray(_background(rng, size).clip(0, 255).astype(np.uint8))
-    _draw_lines(rng, canvas, int(rng.integers(0, 2)))
+    canvas = Image.fromarray(background(rng, size, size).clip(0, 255).astype(np.uint8))
+    draw_lines(rng, canvas, int(rng.integers(0, 2)))
 
     coverage = _shape_mask(rng, name, size)[:, :, None]
     pixels = np.asarray(canvas, dtype=np.float64)
-    color = _shape_color(rng)
+    color = shape_color(rng)
     shading = rng.normal(0, 12, size=3) * np.linspace(-1, 1, size)[:, None, None]
     pixels = pixels * (1 - coverage) + (color + shading) * coverage
 
     canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    _draw_lines(rng, canvas, int(rng.integers(0, 2)))  # lines over the shape partly occlude it
+    draw_lines(rng, canvas, int(rng.integers(0, 2)))  # lines over the shape partly occlude it
     noisy = np.asarray(canvas, dtype=np.float64) + rng.normal(0, rng.uniform(2, 8), size=(size, size, 3))
     return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
 
@@ -226,28 +223,6 @@ def _check_parameters(params: dict[str, int]) -> None:
         raise ValueError(f"synthetic shapes: seed must be non-negative, got {params['seed']}")
 
 
-def _existing_dataset(root: Path, params: dict[str, int]) -> bool:
-    """True if ``root`` already holds this exact dataset; raises if it holds anything else."""
-    marker = root / MARKER_NAME
-    if marker.is_file():
-        try:
-            existing = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            existing = f"an unreadable {MARKER_NAME}"
-        if existing == params:
-            return True
-        raise ValueError(
-            f"{root} holds a synthetic dataset generated with other parameters: it has {existing}, "
-            f"but {params} was requested. Delete {root} to regenerate it, or choose another data.cache_dir."
-        )
-    if root.exists() and any(root.iterdir()):
-        raise ValueError(
-            f"{root} exists but holds no complete synthetic dataset (no {MARKER_NAME}). "
-            f"Delete {root} to generate one there, or choose another data.cache_dir."
-        )
-    return False
-
-
 def shape_parameters(
     num_classes: int = 10,
     train_per_class: int = 400,
@@ -269,56 +244,29 @@ def shape_parameters(
 
 
 def shapes_folder_name(**params: int) -> str:
-    """``<DATASET_NAME>-<digest>``: each parameter set gets its own folder in the cache, so changing
-    ``data.synthetic.*`` generates a new dataset instead of clashing with the old one."""
-    digest = hashlib.sha1(json.dumps(shape_parameters(**params), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{DATASET_NAME}-{digest}"
+    """The cache folder of one parameter set (see :mod:`mnet_tasks.data.synthetic.cache`)."""
+    return dataset_folder_name(DATASET_NAME, shape_parameters(**params))
 
 
 def generate_shapes(root: Path, **params: int) -> Path:
     """Write the synthetic shapes dataset with :func:`shape_parameters` ``params`` to ``root`` once; return it.
 
     Every image is drawn from its own generator seeded by (seed, split, class, index), so the
-    files are byte-identical for the same parameters. A marker holding the parameters is written
-    last and the folder is renamed into place, so an interrupted run never looks complete.
+    files are byte-identical for the same parameters.
     """
-    root = Path(root)
     params = shape_parameters(**params)
-    if _existing_dataset(root, params):
-        return root
-
-    # A private temp folder, so that two runs sharing a cache never write into each other's files.
-    partial = root.with_name(f".{root.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.mkdir(parents=True)
     counts = {"train": params["train_per_class"], "val": params["val_per_class"]}
     names = SHAPE_NAMES[: params["num_classes"]]
-    total = len(names) * sum(counts.values())
-    try:
-        with tqdm(total=total, desc="generating synthetic shapes", unit="img") as bar:
+
+    def write(folder: Path) -> None:
+        with tqdm(total=len(names) * sum(counts.values()), desc="generating synthetic shapes", unit="img") as bar:
             for split in SPLITS:
                 for class_index, name in enumerate(names):
-                    folder = partial / split / name
-                    folder.mkdir(parents=True)
+                    (folder / split / name).mkdir(parents=True)
                     for index in range(counts[split]):
                         rng = _image_rng(params["seed"], split, class_index, index)
                         image = render_shape_image(rng, name, params["image_size"])
-                        image.save(folder / f"{name}_{index:05d}.jpg", quality=JPEG_QUALITY)
+                        image.save(folder / split / name / f"{name}_{index:05d}.jpg", quality=JPEG_QUALITY)
                         bar.update()
-        (partial / MARKER_NAME).write_text(json.dumps(params, indent=2) + "\n")
-        _move_into_place(partial, root, params)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return root
 
-
-def _move_into_place(partial: Path, root: Path, params: dict[str, int]) -> None:
-    if root.exists() and not any(root.iterdir()):
-        root.rmdir()
-    try:
-        partial.rename(root)
-    except OSError:
-        # Another run finished first; its dataset is kept if it is the same one.
-        if not _existing_dataset(root, params):
-            raise
-        shutil.rmtree(partial)
+    return write_once(root, params, write)
