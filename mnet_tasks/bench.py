@@ -70,20 +70,36 @@ def classification_models(alphas: list[float]) -> tuple[str, dict[str, Callable[
     return anchor, models
 
 
+@torch.no_grad()
+def with_background_prior(detector: nn.Module, logit: float = 8.0) -> nn.Module:
+    """Make an untrained SSD score boxes like a trained one: mostly background.
+
+    Untrained, every class scores about 1/91 on every box, above both detectors' score thresholds, so NMS over
+    170k candidates would be the whole benchmark; trained detectors pass few boxes to NMS.
+    """
+    head = detector.head.classification_head
+    for branch in head.module_list:
+        last_conv = [m for m in branch.modules() if isinstance(m, nn.Conv2d)][-1]
+        last_conv.bias.view(-1, head.num_columns)[:, 0] = logit
+    return detector
+
+
 def detection_models(alphas: list[float], size: int) -> tuple[str, dict[str, Callable[[], nn.Module]]]:
-    """Untrained detectors over COCO's 90 classes; each keeps its own post-processing settings."""
+    """Untrained detectors over COCO's 90 classes with a background prior; each keeps its post-processing."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     from mnet_tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
 
-    anchor = "torchvision ssdlite320_mbv3_large"
+    anchor = "torchvision ssdlite320_mbv3"
     models: dict[str, Callable[[], nn.Module]] = {
-        anchor: lambda: ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+        anchor: lambda: with_background_prior(
+            ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+        )
     }
 
     def ssd(alpha: float) -> nn.Module:
         body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
-        return build_ssd(body, 90, size)
+        return with_background_prior(build_ssd(body, 90, size))
 
     for alpha in alphas:
         models[f"mnet_tasks SSD{size} a={alpha}"] = functools.partial(ssd, alpha)

@@ -7,7 +7,7 @@ import json
 from mnet_tasks.config import compose_config
 from mnet_tasks.run import run
 
-EPOCHS = 12
+EPOCHS = 24  # the recipe default (conf/recipe/detection.yaml)
 
 
 def test_ssd_alpha_025_reaches_ap50_one_half_on_the_synthetic_shapes(tmp_path, data_dir):
