@@ -7,7 +7,7 @@ import json
 from mnet_tasks.config import compose_config
 from mnet_tasks.run import run
 
-EPOCHS = 12  # the recipe default (conf/recipe/detection.yaml)
+EPOCHS = 20  # the recipe default (conf/recipe/detection.yaml)
 
 
 def test_ssd_alpha_025_learns_the_synthetic_shapes(tmp_path, data_dir):
@@ -26,9 +26,9 @@ def test_ssd_alpha_025_learns_the_synthetic_shapes(tmp_path, data_dir):
     )
     record = run(cfg)  # the default recipe and built-in data, at the quick start's 171 px
     ap50 = record["metrics"]["final"]["val/map_50"]
-    # An untrained detector scores ~0. Measured: 0.42 after 12 epochs (0.20 after 24: the recipe is not stable
-    # yet); the target of 0.5 is not reached.
-    assert ap50 >= 0.3, f"COCO AP50 {ap50:.3f} after {EPOCHS} epochs"
-    assert record["metrics"]["final"]["val/map"] > 0.1
+    # An untrained detector scores ~0. Measured with seeds 42 / 1 / 7 (one thread): AP50 0.65 / 0.60 / 0.62, AP 0.39 /
+    # 0.36 / 0.36.
+    assert ap50 >= 0.5, f"COCO AP50 {ap50:.3f} after {EPOCHS} epochs"
+    assert record["metrics"]["final"]["val/map"] >= 0.25
     detections = json.loads((tmp_path / "detections_val.json").read_text())
     assert {d["category_id"] for d in detections} == {2, 5, 11}  # the synthetic set's sparse COCO-style ids
