@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
 from mnet_tasks.config import resolve_input_size
-from mnet_tasks.tasks.base import TaskModule, build_backbone
+from mnet_tasks.tasks.base import TaskModule, build_backbone, options_from_config
 from mnet_tasks.weights import backbone_state_dict, read_weight_file
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,7 @@ class TeacherOptions:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> TeacherOptions:
-        options = dict(options or {})
-        known = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in known:
-                raise ValueError(f"task.teacher.{key} is not an option; choose from {', '.join(known)}")
-        teacher = cls(**options)
+        teacher = cls(**options_from_config(cls, options, "task.teacher"))
         if teacher.checkpoint and teacher.timm:
             raise ValueError("task.teacher: give either checkpoint or timm (with weights), not both")
         if teacher.timm and not teacher.weights:

@@ -98,6 +98,17 @@ def lr_multiplier(
     raise ValueError(f"task.lr_schedule.name must be cosine, exponential or constant, got {name!r}")
 
 
+def options_from_config(cls: type, options: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """``options`` as a plain dict, after checking that each is a field of the dataclass ``cls`` (the config
+    section ``key``, named in the error)."""
+    options = dict(options or {})
+    known = [f.name for f in fields(cls)]
+    for name in options:
+        if name not in known:
+            raise ValueError(f"{key}.{name} is not an option; choose from {', '.join(known)}")
+    return options
+
+
 @dataclass(frozen=True)
 class FinetuneOptions:
     """How a task trains its pretrained backbone (``task.finetune``); the defaults train everything alike.
@@ -117,11 +128,7 @@ class FinetuneOptions:
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any] | None) -> FinetuneOptions:
-        options = dict(options or {})
-        known = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in known:
-                raise ValueError(f"task.finetune.{key} is not an option; choose from {', '.join(known)}")
+        options = options_from_config(cls, options, "task.finetune")
         scale = options.get("backbone_lr_scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
             raise ValueError(f"task.finetune.backbone_lr_scale must be a number >= 0, got {scale!r}")
