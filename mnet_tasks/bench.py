@@ -1,19 +1,39 @@
-"""Eager PyTorch latency of our models beside a reference model as the anchor, measured in one run.
+"""Speed of MobileNetV1 beside reference models, measured in one process and one run.
 
-``python -m mnet_tasks.bench --alpha 1.0 --size 224 --batch 1`` prints one row per model and memory format,
-with the median latency and its ratio to the anchor in the same format: MobileNetV1 against timm's
-``mobilenetv1_100``, or with ``--task detection`` SSD300-MobileNetV1 (post-processing included) against
-torchvision's ``ssdlite320_mobilenet_v3_large``.
+``python -m mnet_tasks.bench --alpha 1.0 0.5 --rho 1.0 0.714`` measures, for every α×ρ (input ``round(224ρ)``):
+params, MAdds, the batch-1 latency and the batch-32 throughput in four runtimes (PyTorch eager NCHW, eager
+channels_last, ONNX Runtime fp32, ONNX Runtime int8), for our MobileNetV1 as ``predict`` and ``export`` run it
+(BatchNorm folded) and, at each input size, for the anchors timm ``mobilenetv1_100``, torchvision ``mobilenet_v2``
+and ``mobilenet_v3_large`` (random weights, nothing downloaded). The int8 models are quantized as ``export
+int8=true`` does, calibrated on random images (speed does not depend on the calibration; accuracy is measured by
+the export). Models are timed in interleaved rounds, so that a change of load on a shared machine hits all of
+them alike; every number is the median over the rounds, after warm-up. The training throughput compares
+Lightning's training loop with a bare PyTorch loop on the same model, batch and data (``--no-training`` skips it).
+
+Writes ``bench.csv``, ``training.csv`` and ``bench.md`` (both tables and the ratios) to ``--out-dir``.
+``--task detection`` times SSD300-MobileNetV1 (post-processing included) against torchvision's
+``ssdlite320_mobilenet_v3_large``, in eager PyTorch. ``--quick`` is a small smoke run of every path.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
+import itertools
+import os
+import platform
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -21,53 +41,105 @@ from torch import nn
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.profile import profile_model
 
-MEMORY_FORMATS = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
+RUNTIMES = ("eager_nchw", "eager_channels_last", "onnxruntime_fp32", "onnxruntime_int8")
+EAGER_FORMATS = {"eager_nchw": torch.contiguous_format, "eager_channels_last": torch.channels_last}
+PRIMARY_ANCHOR = "timm_mobilenetv1_100"
+COLUMNS = (
+    "model",
+    "alpha",
+    "rho",
+    "input_size",
+    "runtime",
+    "params",
+    "madds",
+    "threads",
+    "latency_ms",
+    "latency_vs_anchor",
+    "throughput_batch",
+    "throughput_images_per_s",
+)
+TRAINING_COLUMNS = (
+    "loop",
+    "model",
+    "input_size",
+    "batch_size",
+    "workers",
+    "threads",
+    "steps",
+    "images_per_s",
+    "vs_bare",
+)
+# The smallest real run of every path: a thin network, tiny inputs, a few timings, a few training steps.
+QUICK_DEFAULTS = dict(
+    alpha=[0.25],
+    size=64,
+    repeats=3,
+    warmup=1,
+    rounds=1,
+    throughput_batch=4,
+    throughput_repeats=1,
+    settle=0.0,
+    train_steps=2,
+    train_warmup=1,
+    train_overrides=[
+        "backbone.alpha=0.25",
+        "backbone.resolution=64",
+        "data.synthetic.num_classes=4",
+        "data.synthetic.train_per_class=8",
+        "data.synthetic.val_per_class=2",
+        "data.synthetic.image_size=48",
+        "data.batch_size=8",
+    ],
+)
 
 
-@torch.inference_mode()
-def median_latency_ms(model: nn.Module, images: torch.Tensor, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        model(images)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(images)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def classification_anchors() -> dict[str, Callable[[], nn.Module]]:
+    from torchvision.models import mobilenet_v2, mobilenet_v3_large
+
+    return {
+        PRIMARY_ANCHOR: lambda: timm.create_model("mobilenetv1_100"),
+        "torchvision_mobilenet_v2": lambda: mobilenet_v2(weights=None),
+        "torchvision_mobilenet_v3_large": lambda: mobilenet_v3_large(weights=None),
+    }
 
 
-def benchmark(
-    models: dict[str, Callable[[], nn.Module]], size: int, batch: int, repeats: int, warmup: int
-) -> list[dict]:
-    rows = []
-    for memory_format_name, memory_format in MEMORY_FORMATS.items():
-        images = torch.randn(batch, 3, size, size).contiguous(memory_format=memory_format)
-        for name, build in models.items():
-            model = build().eval().to(memory_format=memory_format)
-            cost = profile_model(model, size)
-            latency = median_latency_ms(model, images, repeats, warmup)
-            rows.append(dict(model=name, format=memory_format_name, madds=cost.madds, params=cost.params, ms=latency))
-    return rows
+@dataclass
+class Subject:
+    """One model at one input size; ``build`` gives a fresh instance, which is timed with its BatchNorm folded
+    into the convolutions if ``fold_bn`` (our models, as predict and export run them)."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    input_size: int
+    alpha: float | None = None
+    rho: float | None = None
+    fold_bn: bool = False
+    params: int = 0
+    madds: int = 0
+
+    def runnable(self) -> nn.Module:
+        from mnet_tasks.inference import fold_batchnorm
+
+        model = self.build().eval()
+        return fold_batchnorm(model) if self.fold_bn else model
 
 
-def format_table(rows: list[dict], anchor: str) -> str:
-    anchors = {row["format"]: row["ms"] for row in rows if row["model"] == anchor}
-    lines = [f"{'model':<32}{'format':<15}{'MAdds (M)':>10}{'params (M)':>12}{'median ms':>11}{'vs anchor':>11}"]
-    for row in rows:
-        ratio = row["ms"] / anchors[row["format"]]
-        lines.append(
-            f"{row['model']:<32}{row['format']:<15}{row['madds'] / 1e6:>10.1f}{row['params'] / 1e6:>12.2f}"
-            f"{row['ms']:>11.2f}{ratio:>10.2f}x"
-        )
-    return "\n".join(lines)
-
-
-def classification_models(alphas: list[float]) -> tuple[str, dict[str, Callable[[], nn.Module]]]:
-    anchor = "timm mobilenetv1_100"
-    models: dict[str, Callable[[], nn.Module]] = {anchor: lambda: timm.create_model("mobilenetv1_100")}
-    for alpha in alphas:
-        models[f"mnet_tasks MobileNetV1 a={alpha}"] = lambda alpha=alpha: MobileNetV1(alpha=alpha)
-    return anchor, models
+def classification_subjects(alphas: Sequence[float], rhos: Sequence[float], anchors: Sequence[str]) -> list[Subject]:
+    builders = classification_anchors()
+    unknown = sorted(set(anchors) - builders.keys())
+    if unknown:
+        raise ValueError(f"--anchors: unknown {unknown}; choose from {', '.join(builders)}")
+    subjects = []
+    for rho in rhos:
+        size = round(224 * rho)
+        subjects += [Subject(name, builders[name], size, rho=rho) for name in anchors]
+        subjects += [
+            Subject(
+                f"mnet_tasks MobileNetV1 a={alpha}", functools.partial(MobileNetV1, alpha=alpha), size, alpha, rho, True
+            )
+            for alpha in alphas
+        ]
+    return subjects
 
 
 @torch.no_grad()
@@ -106,24 +178,423 @@ def detection_models(alphas: list[float], size: int) -> tuple[str, dict[str, Cal
     return anchor, models
 
 
-def main() -> None:
+# --- timing ---
+
+
+@dataclass
+class Timer:
+    """Repeated calls of one prepared inference; ``times`` collects seconds per call."""
+
+    subject: Subject
+    runtime: str
+    batch: int
+    call: Callable[[], Any]
+    times: list[float] = field(default_factory=list)
+
+    def median_s(self) -> float:
+        return statistics.median(self.times)
+
+
+def time_interleaved(timers: Sequence[Timer], warmup: int, rounds: int, per_round: int, settle_s: float = 0.0) -> None:
+    """Warm every timer up, then in each round time ``per_round`` calls of every timer in turn.
+
+    Each turn starts with a pause of ``settle_s``, in which the worker threads the previous runtime left spinning
+    (ONNX Runtime's and OpenMP's wait busily for more work) go to sleep; measured here, without it a session timed
+    right after another ONNX Runtime session ran 2x slower. At batch 1 the turn then makes one untimed call, which
+    brings the model back into the caches the other models used.
+    """
+    for timer in timers:
+        for _ in range(warmup):
+            timer.call()
+    for _ in range(rounds):
+        for timer in timers:
+            time.sleep(settle_s)
+            if timer.batch == 1:
+                timer.call()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                timer.call()
+                timer.times.append(time.perf_counter() - start)
+
+
+def eager_call(model: nn.Module, images: torch.Tensor, memory_format: torch.memory_format) -> Callable[[], Any]:
+    model = model.to(memory_format=memory_format)
+    images = images.contiguous(memory_format=memory_format)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return model(images)
+
+    return call
+
+
+def onnx_call(session: Any, images: torch.Tensor) -> Callable[[], Any]:
+    from mnet_tasks.export import INPUT_NAME
+
+    feed = {INPUT_NAME: images.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def random_batches(size: int, count: int = 2, batch: int = 4) -> Iterator[np.ndarray]:
+    generator = np.random.default_rng(0)
+    for _ in range(count):
+        yield generator.standard_normal((batch, 3, size, size), dtype=np.float32)
+
+
+def onnx_models(subject: Subject, runtimes: Sequence[str], workdir: Path, index: int) -> dict[str, Path]:
+    """The subject exported (and quantized) as ``python -m mnet_tasks.export`` does."""
+    from mnet_tasks.export import export_onnx
+    from mnet_tasks.quantize import quantize_onnx
+
+    fp32 = export_onnx(subject.runnable(), workdir / f"model{index}.onnx", subject.input_size, ["logits"])
+    paths = {"onnxruntime_fp32": fp32}
+    if "onnxruntime_int8" in runtimes:
+        paths["onnxruntime_int8"] = quantize_onnx(
+            fp32, workdir / f"model{index}.int8.onnx", random_batches(subject.input_size)
+        )
+    return {runtime: path for runtime, path in paths.items() if runtime in runtimes}
+
+
+def benchmark(
+    subjects: Sequence[Subject],
+    runtimes: Sequence[str],
+    threads: int,
+    repeats: int,
+    warmup: int,
+    rounds: int = 10,
+    throughput_batch: int = 32,
+    throughput_repeats: int = 5,
+    settle_s: float = 0.1,
+) -> list[dict[str, Any]]:
+    """One row per subject and runtime: batch-1 latency (median ms) and, with ``throughput_batch`` > 0, images/s
+    at that batch (from its median time)."""
+    if throughput_batch == 1:
+        raise ValueError("the throughput batch must be 0 (none) or above 1: batch 1 is the latency")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    for subject in subjects:
+        cost = profile_model(subject.build(), subject.input_size)
+        subject.params, subject.madds = cost.params, cost.madds
+    batches = [1] + ([throughput_batch] if throughput_batch > 0 else [])
+    with tempfile.TemporaryDirectory() as workdir:
+        sessions = {}
+        if any(runtime.startswith("onnxruntime") for runtime in runtimes):
+            from mnet_tasks.export import onnx_session
+
+            for index, subject in enumerate(subjects):
+                for runtime, path in onnx_models(subject, runtimes, Path(workdir), index).items():
+                    sessions[subject.name, subject.input_size, runtime] = onnx_session(path, threads)
+        timers: dict[int, list[Timer]] = {batch: [] for batch in batches}
+        for subject in subjects:
+            for runtime in runtimes:
+                model = subject.runnable() if runtime in EAGER_FORMATS else None
+                for batch in batches:
+                    images = torch.randn(batch, 3, subject.input_size, subject.input_size)
+                    if model is not None:
+                        call = eager_call(model, images, EAGER_FORMATS[runtime])
+                    else:
+                        call = onnx_call(sessions[subject.name, subject.input_size, runtime], images)
+                    timers[batch].append(Timer(subject, runtime, batch, call))
+        for batch, count in ((1, repeats), (throughput_batch, throughput_repeats)):
+            if batch > 0:
+                turns = min(rounds, count)
+                time_interleaved(timers[batch], warmup if batch == 1 else 1, turns, max(1, count // turns), settle_s)
+
+    rows = []
+    throughput = {(t.subject.name, t.subject.input_size, t.runtime): t for t in timers.get(throughput_batch, [])}
+    for timer in timers[1]:
+        subject = timer.subject
+        batched = throughput.get((subject.name, subject.input_size, timer.runtime))
+        rows.append(
+            {
+                "model": subject.name,
+                "alpha": subject.alpha,
+                "rho": subject.rho,
+                "input_size": subject.input_size,
+                "runtime": timer.runtime,
+                "params": subject.params,
+                "madds": subject.madds,
+                "threads": threads,
+                "latency_ms": 1000 * timer.median_s(),
+                "latency_vs_anchor": None,
+                "throughput_batch": throughput_batch if batched else None,
+                "throughput_images_per_s": throughput_batch / batched.median_s() if batched else None,
+            }
+        )
+    return rows
+
+
+def add_anchor_ratios(rows: list[dict[str, Any]], anchor: str) -> None:
+    """Each row's latency over the anchor's at the same input size and runtime."""
+    anchors = {(row["input_size"], row["runtime"]): row["latency_ms"] for row in rows if row["model"] == anchor}
+    for row in rows:
+        if (reference := anchors.get((row["input_size"], row["runtime"]))) is not None:
+            row["latency_vs_anchor"] = row["latency_ms"] / reference
+
+
+# --- training throughput ---
+
+
+class StepClock:
+    """Wall time and images of the training steps after the first ``skip`` (worker start-up, first allocations)."""
+
+    def __init__(self, skip: int):
+        self.skip = skip
+        self.steps = 0
+        self.images = 0
+        self.start = self.end = time.perf_counter()  # the start stands when no step is skipped
+
+    def step_done(self, batch_size: int) -> None:
+        now = time.perf_counter()
+        self.steps += 1
+        if self.steps == self.skip:
+            self.start = now
+        elif self.steps > self.skip:
+            self.images += batch_size
+            self.end = now
+
+    def images_per_s(self) -> float:
+        return self.images / (self.end - self.start)
+
+
+def lightning_loop(cfg: Any, module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
+    """Lightning's fit, with the task's own training step (its metrics and logging); no validation, progress bar,
+    logger or checkpoints."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    class ClockCallback(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            clock.step_done(len(batch[0]))
+
+    trainer = instantiate(
+        cfg.trainer,
+        max_steps=steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ClockCallback()],
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+
+def bare_loop(module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
+    """The same model, optimizer and loader in a plain loop: forward, cross-entropy, backward, step."""
+    from hydra.utils import instantiate
+
+    from mnet_tasks.tasks.base import parameter_groups
+
+    module.train()
+    groups = parameter_groups(module, module.hparams.weight_decay)
+    optimizer = instantiate(module.hparams.optimizer, _partial_=True)(groups)
+    epochs = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
+    for images, labels in itertools.islice(epochs, steps):
+        loss = module.criterion(module(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        clock.step_done(len(images))
+
+
+def training_throughput(overrides: Sequence[str], steps: int, warmup: int, workers: int) -> list[dict[str, Any]]:
+    """Images/s of both loops on the classification task of ``overrides`` (the quick start by default)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from mnet_tasks.config import compose_config
+    from mnet_tasks.run import build_task
+
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        cfg = compose_config([*overrides, f"data.num_workers={workers}", f"paths.output_dir={workdir}"])
+        if cfg.task._target_ != "mnet_tasks.tasks.classification.ClassificationTask":
+            raise ValueError(
+                f"--train-overrides: the training benchmark runs a classification task, not {cfg.task.name}"
+            )
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        for loop in ("lightning", "bare"):
+            pl.seed_everything(cfg.seed, verbose=False)
+            module = build_task(cfg, **datamodule.head_kwargs())
+            clock = StepClock(skip=warmup)
+            if loop == "lightning":
+                lightning_loop(cfg, module, datamodule, clock, warmup + steps)
+            else:
+                bare_loop(module, datamodule, clock, warmup + steps)
+            rows.append(
+                {
+                    "loop": loop,
+                    "model": f"MobileNetV1 a={cfg.backbone.alpha}",
+                    "input_size": cfg.input_size,
+                    "batch_size": cfg.data.batch_size,
+                    "workers": workers,
+                    "threads": torch.get_num_threads(),
+                    "steps": clock.steps - clock.skip,
+                    "images_per_s": clock.images_per_s(),
+                    "vs_bare": None,
+                }
+            )
+    bare = rows[1]["images_per_s"]
+    for row in rows:
+        row["vs_bare"] = row["images_per_s"] / bare
+    return rows
+
+
+# --- output ---
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({key: "" if row[key] is None else row[key] for key in columns} for row in rows)
+
+
+def _number(value: float | None, digits: int, suffix: str = "") -> str:
+    return "" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def format_markdown(
+    rows: Sequence[dict[str, Any]], training: Sequence[dict[str, Any]], anchor: str, header: str
+) -> str:
+    lines = [header, ""]
+    throughput_batch = next((row["throughput_batch"] for row in rows if row["throughput_batch"]), None)
+    batched = f"batch-{throughput_batch} img/s" if throughput_batch else "batched img/s"
+    lines += [
+        f"| model | input | runtime | params (M) | MAdds (M) | batch-1 ms | vs {anchor} | {batched} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['input_size']} | {row['runtime']} | {row['params'] / 1e6:.2f} | "
+            f"{row['madds'] / 1e6:.1f} | {row['latency_ms']:.2f} | {_number(row['latency_vs_anchor'], 2, 'x')} | "
+            f"{_number(row['throughput_images_per_s'], 1)} |"
+        )
+    speedups = int8_speedups(rows)
+    if speedups:
+        lines += ["", "int8 speed-up in ONNX Runtime (fp32 over int8 batch-1 latency):"]
+        lines += [f"- {model} ({size}px): {speedup:.2f}x" for (model, size), speedup in speedups.items()]
+    if training:
+        first = training[0]
+        lines += [
+            "",
+            f"Training throughput ({first['model']}, {first['input_size']}px, batch {first['batch_size']}, "
+            f"{first['workers']} dataloader workers, threads: {first['threads']}, {first['steps']} timed steps):",
+            "",
+            "| loop | images/s | vs bare |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {row['loop']} | {row['images_per_s']:.1f} | {row['vs_bare']:.2f}x |" for row in training]
+    return "\n".join(lines) + "\n"
+
+
+def int8_speedups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """fp32 over int8 batch-1 latency in ONNX Runtime, per model and input size."""
+    latency = {(row["model"], row["input_size"], row["runtime"]): row["latency_ms"] for row in rows}
+    return {
+        (model, size): latency[model, size, "onnxruntime_fp32"] / int8
+        for (model, size, runtime), int8 in latency.items()
+        if runtime == "onnxruntime_int8" and (model, size, "onnxruntime_fp32") in latency
+    }
+
+
+def run_header(threads: int) -> str:
+    import onnxruntime
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (
+        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu}, {os.cpu_count()} CPUs, "
+        f"threads: {threads} (PyTorch and ONNX Runtime), load average {load} at the start; "
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"timm {timm.__version__}, onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["classification", "detection"], default="classification")
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--size", type=int, default=None, help="input size (default 224; 300 for detection)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rho", type=float, nargs="+", default=[1.0], help="resolution multipliers (224 px x rho)")
+    parser.add_argument("--size", type=int, default=None, help="one input size instead of --rho (detection: 300)")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=None, help="default: all (detection: eager)")
+    parser.add_argument("--anchors", nargs="+", default=list(classification_anchors()), help="classification anchors")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=100, help="timed batch-1 calls per model and runtime")
     parser.add_argument("--warmup", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the repeats are split into")
+    parser.add_argument("--throughput-batch", type=int, default=None, help="default 32; 0 skips it (detection: 0)")
+    parser.add_argument("--throughput-repeats", type=int, default=5)
+    parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each model's turn")
+    parser.add_argument("--training", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per loop")
+    parser.add_argument("--train-warmup", type=int, default=5, help="untimed first training steps per loop")
+    parser.add_argument("--train-workers", type=int, default=2)
+    parser.add_argument("--train-overrides", nargs="*", default=[], help="config overrides of the trained model")
+    parser.add_argument("--out-dir", type=Path, default=None, help="default: outputs/bench/<time>")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run of every path")
+    if "--quick" in argv:
+        parser.set_defaults(**QUICK_DEFAULTS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
     if args.task == "detection":
+        runtimes = args.runtimes or list(EAGER_FORMATS)
+        if not set(runtimes) <= EAGER_FORMATS.keys():
+            raise SystemExit("--task detection runs in eager PyTorch only: --runtimes eager_nchw eager_channels_last")
         size = args.size or 300
         anchor, models = detection_models(args.alpha, size)
+        subjects = [Subject(name, build, size) for name, build in models.items()]
+        throughput_batch = args.throughput_batch or 0
     else:
-        size = args.size or 224
-        anchor, models = classification_models(args.alpha)
-    print(f"batch {args.batch}, {size}px, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(format_table(benchmark(models, size, args.batch, args.repeats, args.warmup), anchor))
+        runtimes = args.runtimes or list(RUNTIMES)
+        rhos = [args.size / 224] if args.size else args.rho
+        anchor = PRIMARY_ANCHOR if PRIMARY_ANCHOR in args.anchors else next(iter(args.anchors), None)
+        subjects = classification_subjects(args.alpha, rhos, args.anchors)
+        throughput_batch = 32 if args.throughput_batch is None else args.throughput_batch
+    header = run_header(args.threads)
+    print(header, flush=True)
+    rows = benchmark(
+        subjects,
+        runtimes,
+        args.threads,
+        args.repeats,
+        args.warmup,
+        args.rounds,
+        throughput_batch,
+        args.throughput_repeats,
+        args.settle,
+    )
+    if anchor:
+        add_anchor_ratios(rows, anchor)
+    training = []
+    if args.training and args.task == "classification":
+        training = training_throughput(args.train_overrides, args.train_steps, args.train_warmup, args.train_workers)
+    out_dir = args.out_dir or Path("outputs") / "bench" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "bench.csv", rows, COLUMNS)
+    if training:
+        write_csv(out_dir / "training.csv", training, TRAINING_COLUMNS)
+    markdown = format_markdown(rows, training, anchor or "anchor", header)
+    (out_dir / "bench.md").write_text(markdown)
+    print(markdown)
+    print(f"written to {out_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,0 +1,230 @@
+"""Export a trained checkpoint for deployment, with a parity check against PyTorch.
+
+``python -m mnet_tasks.export ckpt_path=<checkpoint> [format=onnx|torchscript] [int8=true] [overrides]`` rebuilds
+the task's network from the checkpoint's saved hyper-parameters (classification, fine-grained, attributes,
+geolocalization), folds BatchNorm into the convolutions and writes, beside the checkpoint in ``export/``:
+
+- ``<name>.onnx`` (ONNX Runtime) or ``<name>.pt`` (TorchScript): input ``images`` ``(N, 3, S, S)`` with a dynamic
+  batch size; outputs the logits and probabilities of every head; the model card (preprocessing, output labels)
+  in its metadata;
+- ``<name>.safetensors``: the weights as trained (loadable as ``backbone.pretrained``), the card in its header;
+- ``<name>.int8.onnx`` with ``int8=true``: ONNX Runtime static quantization (:mod:`mnet_tasks.quantize`);
+- ``<name>.export.json``: what was written, the parity check (max abs difference of every output between the
+  checkpoint in PyTorch and the exported model, on random images at another batch size than the traced one)
+  and, with int8, the accuracy change on the validation split.
+
+The data config (``data.*``, the task's data by default) gives the preprocessing and the int8 calibration images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import save_file
+from torch import nn
+
+from mnet_tasks.config import ConfigError
+from mnet_tasks.inference import (
+    CARD_KEY,
+    InferenceNetwork,
+    ModelCard,
+    TrainedModel,
+    compose_for_checkpoint,
+    load_trained,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+INPUT_NAME = "images"
+TRACED_BATCH = 2  # torch.export specialises batch sizes 0 and 1; the batch dimension stays dynamic
+TORCHSCRIPT_CARD_FILE = f"{CARD_KEY}.json"
+
+
+def export_onnx(
+    network: nn.Module, path: str | Path, input_size: int, output_names: Sequence[str], card: ModelCard | None = None
+) -> Path:
+    """Export with the torch.export-based exporter, batch dimension dynamic; the card goes in the metadata."""
+    import onnx
+
+    path = Path(path)
+    example = torch.randn(TRACED_BATCH, 3, input_size, input_size)
+    torch.onnx.export(
+        network.eval(),
+        (example,),
+        path,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        input_names=[INPUT_NAME],
+        output_names=list(output_names),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    if card is not None:
+        model = onnx.load(path)
+        onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+        onnx.save(model, path)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation; ``threads`` intra-op threads (None: its default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_card(session, path: str | Path) -> ModelCard:
+    """The model card an exported model carries in its metadata."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    if CARD_KEY not in metadata:
+        raise ValueError(f"{path} carries no {CARD_KEY} model card: export it with python -m mnet_tasks.export")
+    return ModelCard.from_json(metadata[CARD_KEY], path)
+
+
+def export_torchscript(network: nn.Module, path: str | Path, input_size: int, card: ModelCard) -> Path:
+    """Trace and freeze (constants folded); the card goes in the archive as an extra file."""
+    example = torch.randn(TRACED_BATCH, 3, input_size, input_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The input-size check reads the (fixed) shape: the tracer's warning about it holds no news.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        frozen = torch.jit.freeze(torch.jit.trace(network.eval(), example))
+    torch.jit.save(frozen, str(path), _extra_files={TORCHSCRIPT_CARD_FILE: card.to_json()})
+    return Path(path)
+
+
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelCard]:
+    files = {TORCHSCRIPT_CARD_FILE: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    if not files[TORCHSCRIPT_CARD_FILE]:
+        raise ValueError(f"{path} carries no {CARD_KEY} model card: export it with python -m mnet_tasks.export")
+    return module, ModelCard.from_json(files[TORCHSCRIPT_CARD_FILE], path)
+
+
+def save_weights(trained: TrainedModel, path: str | Path) -> Path:
+    """The task module's weights as trained, in safetensors (no code, no pickle), with the card in the header."""
+    tensors = {name: tensor.contiguous() for name, tensor in trained.module.state_dict().items()}
+    save_file(tensors, str(path), metadata={CARD_KEY: trained.card.to_json()})
+    return Path(path)
+
+
+def parity(
+    reference: InferenceNetwork,
+    run_exported: Callable[[torch.Tensor], Sequence[np.ndarray]],
+    card: ModelCard,
+    batch_size: int,
+) -> dict[str, float]:
+    """Max abs difference of every output between ``reference`` (the checkpoint as trained, in PyTorch) and the
+    exported model, on the same random images."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, card.input_size, card.input_size, generator=generator)
+    with torch.inference_mode():
+        expected = reference(images)
+    exported = run_exported(images)
+    return {
+        name: float(np.abs(want.numpy() - got).max())
+        for name, want, got in zip(card.output_names, expected, exported, strict=True)
+    }
+
+
+def default_output_dir(ckpt_path: str | Path) -> Path:
+    return Path(ckpt_path).expanduser().parent / "export"
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` as configured (conf/export.yaml) and return the report written beside it."""
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.int8 and cfg.format != "onnx":
+        raise ConfigError("int8=true quantizes the ONNX model: use format=onnx")
+    trained = load_trained(cfg.ckpt_path, cfg.data.crop_pct)
+    card = trained.card
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.ckpt_path)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(cfg.ckpt_path).stem
+    model_path = output_dir / f"{stem}{FORMATS[cfg.format]}"
+
+    network = trained.network()
+    if cfg.format == "onnx":
+        export_onnx(network, model_path, card.input_size, card.output_names, card)
+        session = onnx_session(model_path)
+
+        def run_exported(images: torch.Tensor) -> list[np.ndarray]:
+            return session.run(card.output_names, {INPUT_NAME: images.numpy()})
+    else:
+        export_torchscript(network, model_path, card.input_size, card)
+        scripted, _ = load_torchscript(model_path)
+
+        def run_exported(images: torch.Tensor) -> list[np.ndarray]:
+            with torch.inference_mode():
+                return [output.numpy() for output in scripted(images)]
+
+    differences = parity(trained.reference(), run_exported, card, cfg.parity.batch_size)
+    report: dict[str, Any] = {
+        "checkpoint": str(cfg.ckpt_path),
+        "format": cfg.format,
+        "model": str(model_path),
+        "weights": str(save_weights(trained, output_dir / f"{stem}.safetensors")),
+        "card": json.loads(card.to_json()),
+        "parity": {
+            "reference": "the checkpoint in PyTorch (BatchNorm unfolded, NCHW)",
+            "batch_size": cfg.parity.batch_size,
+            "max_abs_diff": differences,
+            "atol": cfg.parity.atol,
+            "passed": max(differences.values()) <= cfg.parity.atol,
+        },
+    }
+    report_path = output_dir / f"{stem}.export.json"
+    if report["parity"]["passed"] and cfg.int8:
+        from mnet_tasks.quantize import quantize_trained
+
+        report["int8"] = quantize_trained(cfg, trained, model_path, output_dir / f"{stem}.int8.onnx")
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    if not report["parity"]["passed"]:
+        raise RuntimeError(
+            f"{model_path} does not reproduce the checkpoint: max abs differences {differences} exceed "
+            f"parity.atol={cfg.parity.atol} (report: {report_path})"
+        )
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    differences = ", ".join(f"{name} {diff:.1e}" for name, diff in report["parity"]["max_abs_diff"].items())
+    lines = [
+        f"exported {report['checkpoint']}",
+        f"  {report['format']}: {report['model']}",
+        f"  weights: {report['weights']}",
+        f"  parity with PyTorch at batch {report['parity']['batch_size']}, max abs diff: {differences}",
+    ]
+    if int8 := report.get("int8"):
+        accuracy = int8["accuracy"]
+        lines += [
+            f"  int8: {int8['model']}",
+            f"    {accuracy['metric']} on {accuracy['images']} validation images: fp32 {accuracy['fp32']:.4f}, "
+            f"int8 {accuracy['int8']:.4f} ({accuracy['change_points']:+.2f} points); "
+            f"same decision {100 * accuracy['agreement']:.1f}%",
+        ]
+    return "\n".join(lines)
+
+
+def main(overrides: list[str]) -> None:
+    cfg = compose_for_checkpoint("export", overrides, "ckpt_path")
+    print(summary(export(cfg)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
