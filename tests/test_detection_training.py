@@ -7,7 +7,9 @@ import json
 from mnet_tasks.config import compose_config
 from mnet_tasks.run import run
 
-EPOCHS = 20  # the recipe default (conf/recipe/detection.yaml)
+# The recipe's 20 epochs (conf/recipe/detection.yaml) end anywhere from AP50 0.48 to 0.65 with the dataloader's
+# random streams (workers, seed); 30 put the bar out of that noise: 0.75 where 20 gave 0.48.
+EPOCHS = 30
 
 
 def test_ssd_alpha_025_learns_the_synthetic_shapes(tmp_path, data_dir):
@@ -24,10 +26,9 @@ def test_ssd_alpha_025_learns_the_synthetic_shapes(tmp_path, data_dir):
             f"paths.output_dir={tmp_path}",
         ]
     )
-    record = run(cfg)  # the default recipe and built-in data, at the quick start's 171 px
+    record = run(cfg)  # the default recipe, longer, on the built-in data at the quick start's 171 px
     ap50 = record["metrics"]["final"]["val/map_50"]
-    # An untrained detector scores ~0. Measured with seeds 42 / 1 / 7 (one thread): AP50 0.65 / 0.60 / 0.62, AP 0.39 /
-    # 0.36 / 0.36.
+    # An untrained detector scores ~0.
     assert ap50 >= 0.5, f"COCO AP50 {ap50:.3f} after {EPOCHS} epochs"
     assert record["metrics"]["final"]["val/map"] >= 0.25
     detections = json.loads((tmp_path / "detections_val.json").read_text())
