@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import QUICK
 
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.data.images import read_rgb
@@ -18,18 +19,7 @@ from mnet_tasks.inference import Head, ModelCard, compose_for_checkpoint, load_t
 from mnet_tasks.predict import describe_predictions, main, predict, write_csv
 from mnet_tasks.run import run
 
-TINY = [
-    "backbone.alpha=0.25",
-    "backbone.resolution=64",
-    "data.synthetic.num_classes=4",
-    "data.synthetic.train_per_class=8",
-    "data.synthetic.val_per_class=4",
-    "data.synthetic.image_size=48",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-]
+TINY = [*QUICK, "trainer.max_epochs=1"]
 
 
 @pytest.fixture(scope="module")
