@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import scipy.io
 import timm
 import torch
+from conftest import QUICK
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -344,15 +345,8 @@ def classification_checkpoint(tmp_path_factory: pytest.TempPathFactory, data_dir
     out = tmp_path_factory.mktemp("classification")
     cfg = compose_config(
         [
-            "backbone.alpha=0.25",
-            "backbone.resolution=64",
-            "data.synthetic.num_classes=4",
-            "data.synthetic.train_per_class=8",
-            "data.synthetic.val_per_class=4",
-            "data.synthetic.image_size=48",
-            "data.num_workers=0",
+            *QUICK,
             "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
             f"paths.data_dir={data_dir}",
             f"paths.output_dir={out}",
         ]
