@@ -1,18 +1,24 @@
-"""Speed of MobileNetV1 beside reference models, measured in one process and one run.
+"""Speed of a task's MobileNetV1 network beside reference models, measured in one process and one run.
 
-``python -m mnet_tasks.bench --alpha 1.0 0.5 --rho 1.0 0.714`` measures, for every α×ρ (input ``round(224ρ)``):
-params, MAdds, the batch-1 latency and the batch-32 throughput in four runtimes (PyTorch eager NCHW, eager
-channels_last, ONNX Runtime fp32, ONNX Runtime int8), for our MobileNetV1 as ``predict`` and ``export`` run it
-(BatchNorm folded) and, at each input size, for the anchors timm ``mobilenetv1_100``, torchvision ``mobilenet_v2``
-and ``mobilenet_v3_large`` (random weights, nothing downloaded). The int8 models are quantized as ``export
-int8=true`` does, calibrated on random images (speed does not depend on the calibration; accuracy is measured by
-the export). Models are timed in interleaved rounds, so that a change of load on a shared machine hits all of
-them alike; every number is the median over the rounds, after warm-up. The training throughput compares
-Lightning's training loop with a bare PyTorch loop on the same model, batch and data (``--no-training`` skips it).
+``python -m mnet_tasks.bench --alpha 1.0 0.5 --rho 1.0 0.714`` measures, for every α×ρ: params, MAdds, the
+batch-1 latency and the batched throughput in up to four runtimes (PyTorch eager NCHW, eager channels_last, ONNX
+Runtime fp32, ONNX Runtime int8), for our network as ``predict`` and ``export`` run it (BatchNorm folded) and, at
+each input size, for the task's reference models (random weights, nothing downloaded). ``--task`` names any
+registered task; its family (:class:`mnet_tasks.inference.TaskFamily`) says what is timed:
+
+- the default (classification, attributes, geolocalization: the cost is the backbone): MobileNetV1 at
+  ``224ρ`` px beside timm ``mobilenetv1_100`` (the anchor), torchvision ``mobilenet_v2`` and ``mobilenet_v3_large``;
+- ``--task detection``: SSD at ``300ρ`` px with its post-processing, as exported (NMS in the ONNX graph), beside
+  torchvision's ``ssdlite320_mobilenet_v3_large``, one image per call.
+
+The int8 models are quantized as ``export int8=true`` does, calibrated on random images (speed does not depend on
+the calibration; accuracy is measured by the export). Models are timed in interleaved rounds, so that a change of
+load on a shared machine hits all of them alike; every number is the median over the rounds, after warm-up. The
+training throughput compares Lightning's training loop with a bare PyTorch loop running the task's own training
+step on the same model, batch and data (``--no-training`` skips it).
 
 Writes ``bench.csv``, ``training.csv`` and ``bench.md`` (both tables and the ratios) to ``--out-dir``.
-``--task detection`` times SSD300-MobileNetV1 (post-processing included) against torchvision's
-``ssdlite320_mobilenet_v3_large``, in eager PyTorch. ``--quick`` is a small smoke run of every path.
+``--quick`` is a small smoke run of every path.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,12 +45,13 @@ import timm
 import torch
 from torch import nn
 
-from mnet_tasks.backbone import MobileNetV1
+from mnet_tasks.config import compose_config
+from mnet_tasks.inference import TaskFamily, family_of
 from mnet_tasks.profile import profile_model
+from mnet_tasks.registry import task_class_of_target
 
 RUNTIMES = ("eager_nchw", "eager_channels_last", "onnxruntime_fp32", "onnxruntime_int8")
 EAGER_FORMATS = {"eager_nchw": torch.contiguous_format, "eager_channels_last": torch.channels_last}
-PRIMARY_ANCHOR = "timm_mobilenetv1_100"
 COLUMNS = (
     "model",
     "alpha",
@@ -93,16 +101,6 @@ QUICK_DEFAULTS = dict(
 )
 
 
-def classification_anchors() -> dict[str, Callable[[], nn.Module]]:
-    from torchvision.models import mobilenet_v2, mobilenet_v3_large
-
-    return {
-        PRIMARY_ANCHOR: lambda: timm.create_model("mobilenetv1_100"),
-        "torchvision_mobilenet_v2": lambda: mobilenet_v2(weights=None),
-        "torchvision_mobilenet_v3_large": lambda: mobilenet_v3_large(weights=None),
-    }
-
-
 @dataclass
 class Subject:
     """One model at one input size; ``build`` gives a fresh instance, which is timed with its BatchNorm folded
@@ -111,6 +109,7 @@ class Subject:
     name: str
     build: Callable[[], nn.Module]
     input_size: int
+    family: TaskFamily
     alpha: float | None = None
     rho: float | None = None
     fold_bn: bool = False
@@ -124,58 +123,22 @@ class Subject:
         return fold_batchnorm(model) if self.fold_bn else model
 
 
-def classification_subjects(alphas: Sequence[float], rhos: Sequence[float], anchors: Sequence[str]) -> list[Subject]:
-    builders = classification_anchors()
+def task_subjects(family: TaskFamily, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None):
+    """The family's anchors and our network at every α, at each input size; and the anchor's name."""
+    builders = family.bench_anchors()
+    anchors = list(builders) if anchors is None else list(anchors)
     unknown = sorted(set(anchors) - builders.keys())
     if unknown:
         raise ValueError(f"--anchors: unknown {unknown}; choose from {', '.join(builders)}")
     subjects = []
-    for rho in rhos:
-        size = round(224 * rho)
-        subjects += [Subject(name, builders[name], size, rho=rho) for name in anchors]
-        subjects += [
-            Subject(
-                f"mnet_tasks MobileNetV1 a={alpha}", functools.partial(MobileNetV1, alpha=alpha), size, alpha, rho, True
-            )
-            for alpha in alphas
-        ]
-    return subjects
-
-
-@torch.no_grad()
-def with_background_prior(detector: nn.Module, logit: float = 8.0) -> nn.Module:
-    """Make an untrained SSD score boxes like a trained one: mostly background.
-
-    Untrained, every class scores about 1/91 on every box, above both detectors' score thresholds, so NMS over
-    170k candidates would be the whole benchmark; trained detectors pass few boxes to NMS.
-    """
-    head = detector.head.classification_head
-    for branch in head.module_list:
-        last_conv = [m for m in branch.modules() if isinstance(m, nn.Conv2d)][-1]
-        last_conv.bias.view(-1, head.num_columns)[:, 0] = logit
-    return detector
-
-
-def detection_models(alphas: list[float], size: int) -> tuple[str, dict[str, Callable[[], nn.Module]]]:
-    """Untrained detectors over COCO's 90 classes with a background prior; each keeps its post-processing."""
-    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
-
-    from mnet_tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
-
-    anchor = "torchvision ssdlite320_mbv3"
-    models: dict[str, Callable[[], nn.Module]] = {
-        anchor: lambda: with_background_prior(
-            ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
-        )
-    }
-
-    def ssd(alpha: float) -> nn.Module:
-        body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
-        return with_background_prior(build_ssd(body, 90, size))
-
-    for alpha in alphas:
-        models[f"mnet_tasks SSD{size} a={alpha}"] = functools.partial(ssd, alpha)
-    return anchor, models
+    for size in sizes:
+        rho = size / family.bench_native_size
+        subjects += [Subject(name, builders[name], size, family, rho=rho) for name in anchors]
+        for alpha in alphas:
+            name, _ = family.bench_model(alpha, size)
+            build = functools.partial(lambda a, s: family.bench_model(a, s)[1], alpha, size)
+            subjects.append(Subject(name, build, size, family, alpha, rho, fold_bn=True))
+    return subjects, next(iter(anchors), None)
 
 
 # --- timing ---
@@ -229,9 +192,7 @@ def eager_call(model: nn.Module, images: torch.Tensor, memory_format: torch.memo
 
 
 def onnx_call(session: Any, images: torch.Tensor) -> Callable[[], Any]:
-    from mnet_tasks.export import INPUT_NAME
-
-    feed = {INPUT_NAME: images.numpy()}
+    feed = {session.get_inputs()[0].name: images.numpy()}
     return lambda: session.run(None, feed)
 
 
@@ -243,10 +204,11 @@ def random_batches(size: int, count: int = 2, batch: int = 4) -> Iterator[np.nda
 
 def onnx_models(subject: Subject, runtimes: Sequence[str], workdir: Path, index: int) -> dict[str, Path]:
     """The subject exported (and quantized) as ``python -m mnet_tasks.export`` does."""
-    from mnet_tasks.export import export_onnx
     from mnet_tasks.quantize import quantize_onnx
 
-    fp32 = export_onnx(subject.runnable(), workdir / f"model{index}.onnx", subject.input_size, ["logits"])
+    family = subject.family
+    network = family.inference_network(subject.runnable(), None)
+    fp32 = family.export_onnx(network, workdir / f"model{index}.onnx", subject.input_size)
     paths = {"onnxruntime_fp32": fp32}
     if "onnxruntime_int8" in runtimes:
         paths["onnxruntime_int8"] = quantize_onnx(
@@ -289,11 +251,12 @@ def benchmark(
             for runtime in runtimes:
                 model = subject.runnable() if runtime in EAGER_FORMATS else None
                 for batch in batches:
-                    images = torch.randn(batch, 3, subject.input_size, subject.input_size)
+                    images = subject.family.bench_input(subject.input_size, batch)
                     if model is not None:
                         call = eager_call(model, images, EAGER_FORMATS[runtime])
                     else:
-                        call = onnx_call(sessions[subject.name, subject.input_size, runtime], images)
+                        session = sessions[subject.name, subject.input_size, runtime]
+                        call = onnx_call(session, subject.family.exported_input(images))
                     timers[batch].append(Timer(subject, runtime, batch, call))
         for batch, count in ((1, repeats), (throughput_batch, throughput_repeats)):
             if batch > 0:
@@ -365,7 +328,7 @@ def lightning_loop(cfg: Any, module: nn.Module, datamodule: Any, clock: StepCloc
 
     class ClockCallback(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            clock.step_done(len(batch[0]))
+            clock.step_done(batch_images(batch))
 
     trainer = instantiate(
         cfg.trainer,
@@ -382,8 +345,14 @@ def lightning_loop(cfg: Any, module: nn.Module, datamodule: Any, clock: StepCloc
     trainer.fit(module, datamodule=datamodule)
 
 
+def batch_images(batch: Any) -> int:
+    """The number of images in a batch: its first tensor's or list's length, whatever the task's batch layout."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(first)
+
+
 def bare_loop(module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
-    """The same model, optimizer and loader in a plain loop: forward, cross-entropy, backward, step."""
+    """The same model, optimizer, loader and training step (its loss) in a plain loop: step, backward, update."""
     from hydra.utils import instantiate
 
     from mnet_tasks.tasks.base import parameter_groups
@@ -392,29 +361,26 @@ def bare_loop(module: nn.Module, datamodule: Any, clock: StepClock, steps: int) 
     groups = parameter_groups(module, module.hparams.weight_decay)
     optimizer = instantiate(module.hparams.optimizer, _partial_=True)(groups)
     epochs = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
-    for images, labels in itertools.islice(epochs, steps):
-        loss = module.criterion(module(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        clock.step_done(len(images))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # the step logs; without a Trainer it cannot
+        for index, batch in enumerate(itertools.islice(epochs, steps)):
+            loss = module.training_step(batch, index)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            clock.step_done(batch_images(batch))
 
 
 def training_throughput(overrides: Sequence[str], steps: int, warmup: int, workers: int) -> list[dict[str, Any]]:
-    """Images/s of both loops on the classification task of ``overrides`` (the quick start by default)."""
+    """Images/s of both loops on the task of ``overrides`` (the quick start by default)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mnet_tasks.config import compose_config
     from mnet_tasks.run import build_task
 
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         cfg = compose_config([*overrides, f"data.num_workers={workers}", f"paths.output_dir={workdir}"])
-        if cfg.task._target_ != "mnet_tasks.tasks.classification.ClassificationTask":
-            raise ValueError(
-                f"--train-overrides: the training benchmark runs a classification task, not {cfg.task.name}"
-            )
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -429,7 +395,7 @@ def training_throughput(overrides: Sequence[str], steps: int, warmup: int, worke
             rows.append(
                 {
                     "loop": loop,
-                    "model": f"MobileNetV1 a={cfg.backbone.alpha}",
+                    "model": f"{cfg.task.name} MobileNetV1 a={cfg.backbone.alpha}",
                     "input_size": cfg.input_size,
                     "batch_size": cfg.data.batch_size,
                     "workers": workers,
@@ -526,24 +492,26 @@ def run_header(threads: int) -> str:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["classification", "detection"], default="classification")
+    parser.add_argument(
+        "--task", default=None, help="a task config (python -m mnet_tasks task=...); default: the default"
+    )
     parser.add_argument("--alpha", type=float, nargs="+", default=[1.0])
     parser.add_argument("--rho", type=float, nargs="+", default=[1.0], help="resolution multipliers (224 px x rho)")
-    parser.add_argument("--size", type=int, default=None, help="one input size instead of --rho (detection: 300)")
-    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=None, help="default: all (detection: eager)")
-    parser.add_argument("--anchors", nargs="+", default=list(classification_anchors()), help="classification anchors")
+    parser.add_argument("--size", type=int, default=None, help="one input size instead of --rho")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=None, help="default: all the task's")
+    parser.add_argument("--anchors", nargs="+", default=None, help="reference models; default: all the task's")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=100, help="timed batch-1 calls per model and runtime")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the repeats are split into")
-    parser.add_argument("--throughput-batch", type=int, default=None, help="default 32; 0 skips it (detection: 0)")
+    parser.add_argument("--throughput-batch", type=int, default=None, help="default: the task's (32); 0 skips it")
     parser.add_argument("--throughput-repeats", type=int, default=5)
     parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each model's turn")
     parser.add_argument("--training", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per loop")
     parser.add_argument("--train-warmup", type=int, default=5, help="untimed first training steps per loop")
     parser.add_argument("--train-workers", type=int, default=2)
-    parser.add_argument("--train-overrides", nargs="*", default=[], help="config overrides of the trained model")
+    parser.add_argument("--train-overrides", nargs="*", default=[], help="config overrides of the trained task")
     parser.add_argument("--out-dir", type=Path, default=None, help="default: outputs/bench/<time>")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of every path")
     if "--quick" in argv:
@@ -553,20 +521,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
-    if args.task == "detection":
-        runtimes = args.runtimes or list(EAGER_FORMATS)
-        if not set(runtimes) <= EAGER_FORMATS.keys():
-            raise SystemExit("--task detection runs in eager PyTorch only: --runtimes eager_nchw eager_channels_last")
-        size = args.size or 300
-        anchor, models = detection_models(args.alpha, size)
-        subjects = [Subject(name, build, size) for name, build in models.items()]
-        throughput_batch = args.throughput_batch or 0
-    else:
-        runtimes = args.runtimes or list(RUNTIMES)
-        rhos = [args.size / 224] if args.size else args.rho
-        anchor = PRIMARY_ANCHOR if PRIMARY_ANCHOR in args.anchors else next(iter(args.anchors), None)
-        subjects = classification_subjects(args.alpha, rhos, args.anchors)
-        throughput_batch = 32 if args.throughput_batch is None else args.throughput_batch
+    task_overrides = [f"task={args.task}"] if args.task else []
+    task = compose_config(task_overrides).task
+    family = family_of(task_class_of_target(task._target_))
+    runtimes = args.runtimes or list(family.bench_runtimes)
+    if unsupported := sorted(set(runtimes) - set(family.bench_runtimes)):
+        raise SystemExit(f"--runtimes: a {task.name} model does not run in {unsupported}")
+    sizes = [args.size] if args.size else [round(family.bench_native_size * rho) for rho in args.rho]
+    subjects, anchor = task_subjects(family, args.alpha, sizes, args.anchors)
+    throughput_batch = family.bench_throughput_batch if args.throughput_batch is None else args.throughput_batch
     header = run_header(args.threads)
     print(header, flush=True)
     rows = benchmark(
@@ -583,8 +546,9 @@ def main(argv: Sequence[str]) -> None:
     if anchor:
         add_anchor_ratios(rows, anchor)
     training = []
-    if args.training and args.task == "classification":
-        training = training_throughput(args.train_overrides, args.train_steps, args.train_warmup, args.train_workers)
+    if args.training:
+        overrides = [*task_overrides, *args.train_overrides]
+        training = training_throughput(overrides, args.train_steps, args.train_warmup, args.train_workers)
     out_dir = args.out_dir or Path("outputs") / "bench" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "bench.csv", rows, COLUMNS)

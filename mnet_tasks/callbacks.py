@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import numpy as np
 import pytorch_lightning as pl
+import torch
+
+from mnet_tasks.data.resumable import ResumableDataLoader
+
+RESUME_STATE_KEY = "mnet_tasks_resume_state"  # this callback's entry in a checkpoint
 
 
 class ValidationHistory(pl.Callback):
@@ -20,6 +29,13 @@ class ValidationHistory(pl.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.epochs.append((trainer.current_epoch, metrics))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints, so that a resumed run's metrics.json still knows the epochs before it."""
+        return {"epochs": [[epoch, metrics] for epoch, metrics in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = [(int(epoch), dict(metrics)) for epoch, metrics in state_dict["epochs"]]
 
     @property
     def final(self) -> dict[str, float]:
@@ -41,3 +57,55 @@ class ValidationHistory(pl.Callback):
     def best_epoch(self) -> int | None:
         best = self._best()
         return best[0] if best else None
+
+
+class ResumeState(pl.Callback):
+    """What a checkpoint needs, beyond Lightning's own state, for a resumed run to go on as if it had not stopped:
+    the global random generators (torch, CUDA, numpy, python: dropout and any other draw) and how far the training
+    DataLoader is into its epoch (:class:`~mnet_tasks.data.resumable.ResumableDataLoader`).
+
+    Both are set back when training starts: after the sanity check, before the first batch is drawn. (Lightning
+    restores a stateful loader itself only if no ``estimated_stepping_batches`` built it before the restore, and
+    the lr schedules here need that number.) Kept as plain lists and tensors: checkpoints load ``weights_only``.
+    """
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] | None = None
+
+    @staticmethod
+    def _resumable_loaders(trainer: pl.Trainer) -> list[ResumableDataLoader]:
+        loaders = trainer.train_dataloader  # one loader, or a list or dict of them
+        if isinstance(loaders, dict):
+            loaders = list(loaders.values())
+        return [
+            loader
+            for loader in (loaders if isinstance(loaders, list) else [loaders])
+            if isinstance(loader, ResumableDataLoader)
+        ]
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        checkpoint[RESUME_STATE_KEY] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), position, has_gauss, cached_gaussian],
+            "python": random.getstate(),
+            "train_loaders": [loader.state_dict() for loader in self._resumable_loaders(trainer)],
+        }
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.loaded = checkpoint.get(RESUME_STATE_KEY)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.loaded is None:
+            return
+        state, self.loaded = self.loaded, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        for loader, loader_state in zip(self._resumable_loaders(trainer), state["train_loaders"], strict=False):
+            loader.load_state_dict(loader_state)

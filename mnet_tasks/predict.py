@@ -3,12 +3,14 @@
 ``python -m mnet_tasks.predict model=<checkpoint | .onnx | .pt> images=<folder> [output_dir=...]`` writes
 ``predictions.csv`` and ``predictions.json`` in ``output_dir``. A checkpoint runs in PyTorch with BatchNorm folded
 and channels_last memory; an exported ``.onnx`` in ONNX Runtime (int8 models too), a ``.pt`` as TorchScript. Every
-image goes through the model's validation preprocessing (from its model card).
+image goes through the model's preprocessing (from its model card); its task family reads the outputs:
 
 - classification, fine-grained: the top class and its probability, and the ``top_k`` classes;
 - attributes: the probability of every attribute, and the attributes present (probability >= 0.5);
 - geolocalization: the most probable cell of the predicted head, its probability and its centroid (the
-  ``top_cell`` prediction), and the ``top_k`` cells.
+  ``top_cell`` prediction), and the ``top_k`` cells;
+- detection: the boxes scoring at least ``min_score`` with their category, one CSV row each, and every image with
+  its boxes drawn in ``pictures/``.
 
 Classes are named by index (a classification checkpoint keeps no class names), attributes by name, cells by token.
 Images that cannot be read are skipped, listed with the reason in the JSON and the log.
@@ -16,7 +18,6 @@ Images that cannot be read are skipped, listed with the reason in the JSON and t
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -24,7 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
@@ -32,13 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from mnet_tasks.config import ConfigError
 from mnet_tasks.data.imagefolder import is_image_file
 from mnet_tasks.data.images import ImageReadError, read_rgb
-from mnet_tasks.export import INPUT_NAME, load_torchscript, onnx_card, onnx_session
-from mnet_tasks.inference import ModelCard, compose_for_checkpoint, load_trained
+from mnet_tasks.export import load_torchscript, onnx_call, onnx_card, onnx_session, torch_call
+from mnet_tasks.inference import ModelCard, RunExported, compose_for_checkpoint, load_trained, validation_crop
 
 log = logging.getLogger(__name__)
-
-PRESENT_THRESHOLD = 0.5
-RunModel = Callable[[torch.Tensor], dict[str, np.ndarray]]
 
 
 class ImageFiles(Dataset):
@@ -60,10 +57,11 @@ class ImageFiles(Dataset):
 
 
 def collate_readable(items: list[tuple[str, torch.Tensor | None, str | None]]) -> dict[str, Any]:
+    """Readable images stay a list (detection inputs differ in size); unreadable ones are reported."""
     readable = [(path, image) for path, image, _ in items if image is not None]
     return {
         "paths": [path for path, _ in readable],
-        "images": torch.stack([image for _, image in readable]) if readable else None,
+        "images": [image for _, image in readable],
         "skipped": [{"image": path, "error": error} for path, image, error in items if image is None],
     }
 
@@ -78,21 +76,14 @@ def list_images(folder: str | Path) -> list[Path]:
     return paths
 
 
-def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[ModelCard, RunModel, str]:
-    """The card, a function from a batch of preprocessed images to every named output, and the runtime's name."""
+def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[ModelCard, RunExported, str]:
+    """The card, the model as a function from an input tensor to its outputs, and the runtime's name."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model: no file at {path}")
     if path.suffix == ".onnx":
         session = onnx_session(path, threads)
-        card = onnx_card(session, path)
-
-        def run_onnx(images: torch.Tensor) -> dict[str, np.ndarray]:
-            return dict(
-                zip(card.output_names, session.run(card.output_names, {INPUT_NAME: images.numpy()}), strict=True)
-            )
-
-        return card, run_onnx, "onnxruntime"
+        return onnx_card(session, path), onnx_call(session), "onnxruntime"
     if threads:
         torch.set_num_threads(threads)
     if path.suffix == ".pt":
@@ -107,58 +98,13 @@ def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[
     else:
         raise ConfigError(f"model: {path} is neither a checkpoint (.ckpt) nor an exported model (.onnx, .pt)")
     network = network.to(memory_format=memory_format)
+    run_torch = torch_call(network)
 
-    def run_torch(images: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            outputs = network(images.contiguous(memory_format=memory_format))
-        return {name: output.numpy() for name, output in zip(card.output_names, outputs, strict=True)}
+    def run(images: torch.Tensor) -> Sequence:
+        # A batch goes channels_last; a single image (a detector's input) stays as it is.
+        return run_torch(images.contiguous(memory_format=memory_format) if images.dim() == 4 else images)
 
-    return card, run_torch, runtime
-
-
-def describe_predictions(card: ModelCard, outputs: dict[str, np.ndarray], paths: list[str], top_k: int) -> list[dict]:
-    """One record per image, read from the predicted head's probabilities."""
-    head = card.head(card.predict_head)
-    probabilities = outputs[card.probability_output(head.name)]
-    names = head.labels or [str(index) for index in range(head.num_outputs)]
-    records = []
-    for path, row in zip(paths, probabilities, strict=True):
-        if card.activation == "sigmoid":
-            records.append(
-                {
-                    "image": path,
-                    "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
-                    "present": [name for name, p in zip(names, row, strict=True) if p >= PRESENT_THRESHOLD],
-                }
-            )
-            continue
-        ranked = np.argsort(-row, kind="stable")[:top_k]
-        record = {"image": path, "label": names[ranked[0]], "probability": float(row[ranked[0]])}
-        if head.centroids:
-            record["latitude"], record["longitude"] = head.centroids[ranked[0]]
-        record["top_k"] = [{"label": names[i], "probability": float(row[i])} for i in ranked]
-        records.append(record)
-    return records
-
-
-def write_csv(path: Path, card: ModelCard, records: list[dict]) -> None:
-    """Attributes: one probability column per attribute; classes and cells: the top one, and the top k as
-    ``label:probability`` pairs separated by spaces."""
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        if card.activation == "sigmoid":
-            names = card.head(card.predict_head).labels
-            writer.writerow(["image", *names])
-            writer.writerows(
-                [record["image"], *(f"{record['probabilities'][n]:.6f}" for n in names)] for record in records
-            )
-            return
-        located = bool(card.head(card.predict_head).centroids)
-        writer.writerow(["image", "label", "probability", *(["latitude", "longitude"] if located else []), "top_k"])
-        for record in records:
-            place = [record["latitude"], record["longitude"]] if located else []
-            top = " ".join(f"{entry['label']}:{entry['probability']:.6f}" for entry in record["top_k"])
-            writer.writerow([record["image"], record["label"], f"{record['probability']:.6f}", *place, top])
+    return card, run, runtime
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -166,7 +112,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.images:
         raise ConfigError("images is required: images=/path/to/folder")
     paths = list_images(cfg.images)
-    card, run_model, runtime = load_model(cfg.model, cfg.data.crop_pct, cfg.threads)
+    card, run_model, runtime = load_model(cfg.model, validation_crop(cfg), cfg.threads)
+    family = card.task_family()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(
         ImageFiles(paths, card.transform()),
         batch_size=cfg.batch_size,
@@ -176,13 +125,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     records, skipped = [], []
     for batch in loader:
         skipped += batch["skipped"]
-        if batch["images"] is not None:
-            records += describe_predictions(card, run_model(batch["images"]), batch["paths"], cfg.top_k)
+        if batch["images"]:
+            described = family.describe(card, family.run(run_model, batch["images"], card), batch["paths"], cfg)
+            family.save_pictures(output_dir, card, described, batch["images"])
+            records += described
     for entry in skipped:
         log.warning("skipped: %s", entry["error"])
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(output_dir / "predictions.csv", card, records)
+    family.write_predictions(output_dir, card, records)
     result = {
         "model": str(cfg.model),
         "runtime": runtime,

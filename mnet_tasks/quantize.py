@@ -25,6 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch.utils.data import DataLoader, Subset
 
 from mnet_tasks.config import ConfigError
+from mnet_tasks.data.bad_files import SkippingDataLoader
 from mnet_tasks.export import INPUT_NAME, onnx_session
 from mnet_tasks.inference import ModelCard, TrainedModel
 
@@ -82,7 +83,7 @@ def calibration_loader(
     """``images`` training images drawn at random (the split may be sorted by class), seen as in validation."""
     dataset = datamodule.build_dataset("train", card.transform())
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:images].tolist()
-    return DataLoader(Subset(dataset, chosen), batch_size=batch_size, num_workers=num_workers)
+    return SkippingDataLoader(Subset(dataset, chosen), batch_size=batch_size, num_workers=num_workers)
 
 
 def compare_accuracy(

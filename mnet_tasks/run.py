@@ -4,26 +4,70 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mnet_tasks.callbacks import ValidationHistory
-from mnet_tasks.config import validate_config
+from mnet_tasks.callbacks import ResumeState, ValidationHistory
+from mnet_tasks.config import ConfigError, validate_config
+from mnet_tasks.data.bad_files import BadFileReport
 from mnet_tasks.profile import profile_model
 from mnet_tasks.tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
 
 
+# Keys of the task config that set how it trains, not what it builds (TaskModule.set_nonfinite_loss).
+TRAINING_POLICY_KEYS = ("nonfinite_loss", "max_nonfinite_skips")
+
+
 def build_task(cfg: DictConfig, **data_kwargs: Any) -> TaskModule:
     """The task module, its head sized by ``data_kwargs`` (what the DataModule reports) over the config's."""
-    return instantiate(cfg.task, _recursive_=False, _convert_="all", **data_kwargs)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    policy = {key: task.pop(key) for key in TRAINING_POLICY_KEYS if key in task}
+    module = instantiate(task, _recursive_=False, _convert_="all", **data_kwargs)
+    module.set_nonfinite_loss(**policy)
+    return module
+
+
+def source_version() -> str:
+    """Which code made a result: the git commit of the mnet_tasks source in a checkout, else the package version."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / ".git").exists():  # not an installed copy inside some other repository
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            )
+            if commit.returncode == 0:
+                return commit.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return version("mnet_tasks")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_last_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path=last`` means this run folder's ``checkpoints/last.ckpt``: resume an interrupted run by running
+    its command again with ``ckpt_path=last hydra.run.dir=<its run folder>``."""
+    if cfg.ckpt_path != "last":
+        return
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise ConfigError(
+            f"ckpt_path=last: no checkpoint at {last}; to resume a run, add hydra.run.dir=<that run's folder>"
+        )
+    cfg.ckpt_path = str(last)
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -55,11 +99,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "best_epoch": None,
         "epochs": 0,
         "checkpoint": None,
+        "checkpoint_bytes": None,
+        "commit": source_version(),
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "status": "running",
         "error": None,
         "output_dir": str(output_dir),
     }
     try:
+        resolve_last_checkpoint(cfg)
         validate_config(cfg)
         record["input_size"] = cfg.input_size
         pl.seed_everything(cfg.seed, workers=True)
@@ -70,7 +118,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks = _instantiate_group(cfg.get("callbacks"))
         if not loggers:  # Lightning refuses a learning-rate monitor that has no logger to write to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, history], logger=loggers or False)
+        extra = [history, ResumeState(), BadFileReport(output_dir)]  # BadFileReport: data_report.json, skipped files
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *extra], logger=loggers or False)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         record["dataset"] = datamodule.dataset_name
@@ -96,6 +145,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             record["checkpoint"] = str(cfg.ckpt_path)
         elif (saver := trainer.checkpoint_callback) is not None:
             record["checkpoint"] = saver.best_model_path or saver.last_model_path or None
+        if record["checkpoint"] and Path(record["checkpoint"]).is_file():
+            record["checkpoint_bytes"] = Path(record["checkpoint"]).stat().st_size
         record["status"] = "completed"
         return record
     except BaseException as error:
@@ -104,8 +155,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         record["duration_s"] = round(time.time() - started, 1)
-        (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-        log.info("wrote %s (status %s)", output_dir / "metrics.json", record["status"])
+        if rank_zero_only.rank == 0:  # under DDP every process runs this job; the folder is the job's
+            (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+            log.info("wrote %s (status %s)", output_dir / "metrics.json", record["status"])
 
 
 def summary(record: dict[str, Any]) -> str:

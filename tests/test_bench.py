@@ -8,16 +8,16 @@ import pytest
 
 from mnet_tasks.bench import (
     COLUMNS,
-    PRIMARY_ANCHOR,
     RUNTIMES,
     TRAINING_COLUMNS,
     Subject,
     Timer,
     benchmark,
-    detection_models,
     main,
+    task_subjects,
     time_interleaved,
 )
+from mnet_tasks.detection.deploy import DetectionFamily
 
 
 def read_rows(path) -> list[dict[str, str]]:
@@ -29,17 +29,17 @@ def read_rows(path) -> list[dict[str, str]]:
 
 def test_quick_mode_writes_every_column_for_every_model_and_runtime(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("MNET_DATA_DIR", str(data_dir))  # the training benchmark's synthetic data
-    main(["--quick", "--threads", "1", "--anchors", PRIMARY_ANCHOR, "--out-dir", str(tmp_path)])
+    main(["--quick", "--threads", "1", "--anchors", "timm_mobilenetv1_100", "--out-dir", str(tmp_path)])
 
     rows = read_rows(tmp_path / "bench.csv")
     ours = "mnet_tasks MobileNetV1 a=0.25"
     assert [(row["model"], row["runtime"]) for row in rows] == [
-        (model, runtime) for model in (PRIMARY_ANCHOR, ours) for runtime in RUNTIMES
+        (model, runtime) for model in ("timm_mobilenetv1_100", ours) for runtime in RUNTIMES
     ]
     assert all(row[column] != "" for row in rows for column in COLUMNS if column not in ("alpha",))
     latency = {(row["model"], row["runtime"]): float(row["latency_ms"]) for row in rows}
     for row in rows:
-        expected = latency[row["model"], row["runtime"]] / latency[PRIMARY_ANCHOR, row["runtime"]]
+        expected = latency[row["model"], row["runtime"]] / latency["timm_mobilenetv1_100", row["runtime"]]
         assert float(row["latency_vs_anchor"]) == pytest.approx(expected)
         assert float(row["throughput_images_per_s"]) > 0 and row["throughput_batch"] == "4"
         assert row["input_size"] == "64" and row["threads"] == "1"
@@ -60,7 +60,8 @@ def test_quick_mode_writes_every_column_for_every_model_and_runtime(tmp_path, da
 def test_timers_take_turns_within_each_round():
     calls = []
     timers = [
-        Timer(Subject(name, lambda: None, 32), "eager_nchw", 1, lambda name=name: calls.append(name)) for name in "ab"
+        Timer(Subject(name, lambda: None, 32, None), "eager_nchw", 1, lambda name=name: calls.append(name))
+        for name in "ab"
     ]
     time_interleaved(timers, warmup=2, rounds=2, per_round=2)
     # warm-up, then per round and timer one untimed call (caches) and two timed ones
@@ -68,19 +69,16 @@ def test_timers_take_turns_within_each_round():
     assert [len(timer.times) for timer in timers] == [4, 4]
 
 
-def test_detection_benchmark_runs_ssd_beside_torchvisions_ssdlite():
-    anchor, models = detection_models([0.25], size=128)
-    subjects = [Subject(name, build, 128) for name, build in models.items()]
-    rows = benchmark(
-        subjects, ["eager_nchw", "eager_channels_last"], 1, repeats=2, warmup=1, rounds=1, throughput_batch=0
-    )
+def test_detection_benchmark_runs_ssd_beside_torchvisions_ssdlite_eager_and_exported():
+    subjects, anchor = task_subjects(DetectionFamily(), [0.25], [128], None)
+    runtimes = ["eager_nchw", "onnxruntime_fp32"]
+    rows = benchmark(subjects, runtimes, 1, repeats=2, warmup=1, rounds=1, throughput_batch=0)
+    assert anchor == "torchvision_ssdlite320_mobilenet_v3_large"
     assert {(r["model"], r["runtime"]) for r in rows} == {
-        (model, runtime)
-        for model in (anchor, "mnet_tasks SSD128 a=0.25")
-        for runtime in ("eager_nchw", "eager_channels_last")
+        (model, runtime) for model in (anchor, "mnet_tasks SSD128 a=0.25") for runtime in runtimes
     }
     ours = next(r for r in rows if r["model"] != anchor)
-    assert ours["params"] == sum(p.numel() for p in models[ours["model"]]().parameters())
+    assert ours["params"] == sum(p.numel() for p in subjects[1].build().parameters())
     assert all(r["latency_ms"] > 0 and r["throughput_images_per_s"] is None for r in rows)
 
 

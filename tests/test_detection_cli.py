@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 from conftest import run_cli
 
 from mnet_tasks.data.synthetic.coco_shapes import CATEGORY_IDS
+from mnet_tasks.export import export
+from mnet_tasks.inference import compose_for_checkpoint
+from mnet_tasks.predict import predict
 
 TINY = [
     "backbone.alpha=0.25",
@@ -40,6 +44,21 @@ def test_train_then_evaluate_a_checkpoint(tmp_path, data_dir):
     assert detections, "an untrained SSD still scores some boxes above 0.01"
     assert {d["category_id"] for d in detections} <= set(CATEGORY_IDS[:3])  # the dataset's sparse ids
     assert set(detections[0]) == {"image_id", "category_id", "bbox", "score"}
+
+    # Exported to ONNX (NMS in the graph), then predicting a folder of images: boxes in the images' pixels.
+    report = export(compose_for_checkpoint("export", [f"ckpt_path={checkpoint}"], "ckpt_path"))
+    assert report["parity"]["passed"] and report["card"]["outputs"] == ["boxes", "labels", "scores"]
+    images = next(Path(data_dir).glob("synthetic_coco_shapes*")) / "val2017"
+    for model in (report["model"], checkpoint):
+        output_dir = tmp_path / Path(model).suffix[1:]
+        overrides = [f"model={model}", f"images={images}", f"output_dir={output_dir}", "min_score=0.0"]
+        result = predict(compose_for_checkpoint("predict", [*overrides, "num_workers=0"], "model"))
+        assert len(result["predictions"]) == 4 and len(list((output_dir / "pictures").glob("*.png"))) == 4
+        found = [d for record in result["predictions"] for d in record["detections"]]
+        assert found and {d["category_id"] for d in found} <= set(CATEGORY_IDS[:3])
+        assert all(0 <= d["box"][0] <= d["box"][2] <= 96 for d in found)  # the 96 px synthetic images
+        with open(output_dir / "predictions.csv", newline="") as file:
+            assert len(list(csv.DictReader(file))) == len(found)
 
 
 def test_faster_rcnn_runs_from_the_command_line(tmp_path, data_dir):

@@ -172,10 +172,14 @@ def test_bad_requests_name_the_key_or_file(classification, tmp_path):
         export(export_config(checkpoint, *data, "format=torchscript", "int8=true"))
     with pytest.raises(ConfigError, match="ckpt_path is required"):
         compose_for_checkpoint("export", [], "ckpt_path")
-    detector = tmp_path / "detector.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 3, "detector": {"name": "ssd"}}}, detector)
-    with pytest.raises(ValueError, match=r"detector\.ckpt is a detection checkpoint"):
-        load_trained(detector, crop_pct=1.0)
+    unnamed = tmp_path / "unnamed.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 3}}, unnamed)
+    with pytest.raises(ValueError, match=r"unnamed\.ckpt does not name its task class"):
+        load_trained(unnamed, crop_pct=1.0)
+    uninstalled = tmp_path / "uninstalled.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "mnet_tasks": {"task_class": "scenes"}}, uninstalled)
+    with pytest.raises(ValueError, match=r"uninstalled\.ckpt: no task class registered as 'scenes'.*installed"):
+        load_trained(uninstalled, crop_pct=1.0)
     weights = tmp_path / "weights.ckpt"
     torch.save(MobileNetV1(alpha=0.25).state_dict(), weights)
     with pytest.raises(ValueError, match=r"weights\.ckpt is not a checkpoint of this project"):

@@ -70,7 +70,7 @@ def test_geolocation_beats_the_best_constant_guess_at_the_continent_scale(tmp_pa
     )
     assert final["val/acc_2500km"] >= constant + 0.2, (final, constant)
     assert final["val/median_km"] < 2500
-    assert set(final) == {*SCALES, "val/median_km", "val/loss"}
+    assert set(final) == {*SCALES, "val/median_km", "val/loss", "val/images"}  # val/images: photos scored
     assert [final[name] for name in SCALES] == sorted(final[name] for name in SCALES)  # nested scales
     assert (tmp_path / "geolocation" / "val_epoch009.png").is_file()
 

@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import QUICK
+from omegaconf import OmegaConf
 
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.data.images import read_rgb
 from mnet_tasks.export import export
-from mnet_tasks.inference import Head, ModelCard, compose_for_checkpoint, load_trained
-from mnet_tasks.predict import describe_predictions, main, predict, write_csv
+from mnet_tasks.inference import (
+    AttributesFamily,
+    GeolocalizationFamily,
+    Head,
+    ModelCard,
+    compose_for_checkpoint,
+    load_trained,
+)
+from mnet_tasks.predict import main, predict
 from mnet_tasks.run import run
 
 TINY = [*QUICK, "trainer.max_epochs=1"]
@@ -85,25 +93,30 @@ def test_the_command_writes_to_its_default_folder_and_logs_skipped_images(model,
 
 
 def test_attribute_and_cell_predictions_are_written_by_name(tmp_path):
-    def card(family: str, head: Head) -> ModelCard:
-        return ModelCard("task", family, 0.25, 64, 1.0, [head], head.name)
+    def card(family, head: Head) -> ModelCard:
+        outputs = family.output_names([head])
+        return ModelCard("task", "family", 0.25, 64, 1.0, [head], head.name, outputs, family.activation)
 
-    attributes = card("attributes", Head("attributes", 3, labels=["Smiling", "Bald", "Young"]))
+    options = OmegaConf.create({"top_k": 5})
+    family = AttributesFamily()
+    attributes = card(family, Head("attributes", 3, labels=["Smiling", "Bald", "Young"]))
     outputs = {"logits": np.zeros((2, 3)), "probabilities": np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.4]])}
-    records = describe_predictions(attributes, outputs, ["a.jpg", "b.jpg"], top_k=5)
+    records = family.describe(attributes, outputs, ["a.jpg", "b.jpg"], options)
     assert [record["present"] for record in records] == [["Smiling", "Young"], ["Bald"]]
-    write_csv(tmp_path / "attributes.csv", attributes, records)
-    rows = list(csv.reader((tmp_path / "attributes.csv").read_text().splitlines()))
+    (tmp_path / "attributes").mkdir()
+    family.write_predictions(tmp_path / "attributes", attributes, records)
+    rows = list(csv.reader((tmp_path / "attributes" / "predictions.csv").read_text().splitlines()))
     assert rows[0] == ["image", "Smiling", "Bald", "Young"]
     assert [float(value) for value in rows[2][1:]] == [0.2, 0.7, 0.4]
 
-    cells = card("geolocalization", Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]]))
+    family = GeolocalizationFamily()
+    cells = card(family, Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]]))
     outputs = {"logits": np.zeros((1, 3)), "probabilities": np.array([[0.2, 0.5, 0.3]])}
-    records = describe_predictions(cells, outputs, ["c.jpg"], top_k=2)
+    records = family.describe(cells, outputs, ["c.jpg"], OmegaConf.create({"top_k": 2}))
     assert (records[0]["label"], records[0]["latitude"], records[0]["longitude"]) == ("8c", 3, 4)
     assert [entry["label"] for entry in records[0]["top_k"]] == ["8c", "94"]
-    write_csv(tmp_path / "cells.csv", cells, records)
-    rows = list(csv.reader((tmp_path / "cells.csv").read_text().splitlines()))
+    family.write_predictions(tmp_path, cells, records)
+    rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
     assert rows == [
         ["image", "label", "probability", "latitude", "longitude", "top_k"],
         ["c.jpg", "8c", "0.500000", "3", "4", "8c:0.500000 94:0.300000"],

@@ -24,8 +24,8 @@ def test_python_snippets_run(tmp_path, monkeypatch):
     save_file(MobileNetV1(alpha=1.0).state_dict(), "path/to/weights.safetensors")
     snippets = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(snippets) >= 2
+    namespace: dict = {}
     for snippet in snippets:
-        namespace: dict = {}
         exec(compile(snippet, "README.md", "exec"), namespace)
     assert isinstance(namespace["features"](torch.randn(1, 3, 64, 64)), list)
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mnet_tasks.data.bad_files import BadFile
 from mnet_tasks.data.imagefolder import ClassificationDataModule, LabelledImageDataset, is_image_file
+from mnet_tasks.data.images import ImageReadError
 from mnet_tasks.data.synthetic.faces import (
     ATTRIBUTE_FILE,
     DATASET_NAME,
@@ -152,11 +155,15 @@ class CelebADataset(LabelledImageDataset):
         super().__init__(samples, transform)
         self.targets = torch.from_numpy(targets)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | BadFile:
         row = self.samples[index][1]
         labeled = row >= 0
+        try:
+            image = self.load_image(index)
+        except ImageReadError as error:
+            return BadFile.from_error(error)
         return {
-            "image": self.transform(image=self.load_image(index))["image"],
+            "image": self.transform(image=image)["image"],
             "target": self.targets[row] if labeled else torch.zeros(self.targets.shape[1]),
             "labeled": labeled,
             "index": index,
@@ -165,13 +172,19 @@ class CelebADataset(LabelledImageDataset):
 
 @dataclass(frozen=True)
 class SplitSamples:
-    """One split: image paths, the labels of the labelled ones, and which sample has which label row."""
+    """One split: image paths, the labels of the labelled ones, and which sample has which label row; the
+    problems met while listing it and the listed images found missing."""
 
     samples: list[tuple[Path, int]]
     targets: np.ndarray
+    problems: dict[str, int] = field(default_factory=dict)
+    missing_files: list[BadFile] = field(default_factory=list)
 
     def dataset(self, transform: Callable[..., dict]) -> CelebADataset:
-        return CelebADataset(self.samples, self.targets, transform)
+        dataset = CelebADataset(self.samples, self.targets, transform)
+        dataset.problems.update(self.problems)
+        dataset.missing_files = list(self.missing_files)
+        return dataset
 
 
 class CelebADataModule(ClassificationDataModule):
@@ -205,12 +218,25 @@ class CelebADataModule(ClassificationDataModule):
         unlabeled_dir: str | None = None,
         synthetic: Mapping[str, Any] | None = None,
         name: str | None = None,
+        max_skipped_files: int | None = 100,
     ) -> None:
-        super().__init__(root, cache_dir, image_size, batch_size, num_workers, train_scale, crop_pct, synthetic, name)
+        super().__init__(
+            root,
+            cache_dir,
+            image_size,
+            batch_size,
+            num_workers,
+            train_scale,
+            crop_pct,
+            synthetic,
+            name,
+            max_skipped_files,
+        )
         self.include_unlabeled = include_unlabeled
         self.unlabeled_dir = unlabeled_dir
         self.test_set: CelebADataset | None = None
         self._splits: dict[str, SplitSamples] | None = None
+        self.labels_without_split = 0  # attribute lines of images that list_eval_partition.txt does not list
 
     def synthetic_folder_name(self, params: dict[str, Any]) -> str:
         return faces_folder_name(**params)
@@ -246,17 +272,30 @@ class CelebADataModule(ClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage in (None, "test") and self.test_set is None:
-            self.test_set = self.build_dataset("test", eval_transform(self.image_size, crop_pct=self.crop_pct))
+            self.test_set = self.listed_dataset("test", eval_transform(self.image_size, crop_pct=self.crop_pct))
+
+    def built_datasets(self) -> dict[str, CelebADataset]:
+        built = super().built_datasets()
+        return built if self.test_set is None else {**built, "test": self.test_set}
+
+    def data_report(self) -> dict[str, dict[str, int]]:
+        """Per split, and the attribute lines that no split uses."""
+        report = super().data_report()
+        if self.labels_without_split:
+            report[ATTRIBUTE_FILE] = {
+                f"labelled image without a line in {PARTITION_FILE}, not used": self.labels_without_split
+            }
+        return report
 
     def test_dataloader(self) -> DataLoader:
         """CelebA has a labelled test split (partition 2)."""
-        return self._loader(self._require(self.test_set, "test"), shuffle=False)
+        return self._loader(self._require(self.test_set, "test"), "test", shuffle=False)
 
     def unaugmented_dataloader(self, split: str, image_size: int) -> DataLoader:
         """A split's images in index order through the validation transform at ``image_size``: the view a
         teacher's outputs are computed and cached on. Its ``dataset.samples`` name the images."""
         dataset = self.build_dataset(split, eval_transform(image_size, crop_pct=self.crop_pct))
-        return self._loader(dataset, shuffle=False)
+        return self._loader(dataset, split, shuffle=False)
 
     def _unlabeled_folder(self) -> Path:
         return self.data_dir / self.unlabeled_dir  # an absolute unlabeled_dir replaces data_dir
@@ -269,30 +308,39 @@ class CelebADataModule(ClassificationDataModule):
         partition = read_partition_file(self.data_dir / PARTITION_FILE)
         row_of = {image: row for row, image in enumerate(table.images)}
         image_dir = self.data_dir / IMAGE_DIR
-        present = set(os.listdir(image_dir))
-        missing = [image for image in partition if image not in present]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} images listed in {self.data_dir / PARTITION_FILE} are not in {image_dir}, "
-                f"e.g. {', '.join(missing[:5])} (check data.root)"
-            )
+        present = set(os.listdir(image_dir))  # one listing: a stat per listed image would be slow on network disks
 
         rows: dict[str, list[int]] = {split: [] for split in SPLITS}
         paths: dict[str, list[Path]] = {split: [] for split in SPLITS}
+        problems: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
+        missing: dict[str, list[BadFile]] = {split: [] for split in SPLITS}
         unlabeled: list[Path] = []
         unlabeled_eval = 0
         for image, split in partition.items():
-            if image in row_of:
+            if image not in present:
+                problems[split][f"image listed in {PARTITION_FILE} but missing, dropped"] += 1
+                missing[split].append(BadFile(str(image_dir / image), f"missing file, listed in {PARTITION_FILE}"))
+            elif image in row_of:
                 rows[split].append(row_of[image])
                 paths[split].append(image_dir / image)
             elif split == "train":
                 unlabeled.append(image_dir / image)
             else:
                 unlabeled_eval += 1
+                problems[split][f"image without a line in {ATTRIBUTE_FILE}, not evaluated"] += 1
+        if any(missing.values()):
+            log.warning(
+                "%d images listed in %s are not in %s, e.g. %s: skipped",
+                sum(map(len, missing.values())),
+                self.data_dir / PARTITION_FILE,
+                image_dir,
+                ", ".join(bad.path for bad in [*missing["train"], *missing["val"], *missing["test"]][:5]),
+            )
         if self.unlabeled_dir is not None:
             folder = self._unlabeled_folder()
             unlabeled += [folder / name for name in sorted(os.listdir(folder)) if is_image_file(name)]
-        without_split = len(table.images) - sum(len(r) for r in rows.values())
+        without_split = sum(image not in partition for image in table.images)
+        self.labels_without_split = without_split
         if without_split:
             log.warning("%d labelled images have no line in %s: not used", without_split, PARTITION_FILE)
         if unlabeled_eval:
@@ -308,7 +356,9 @@ class CelebADataModule(ClassificationDataModule):
             samples = [(path, i) for i, path in enumerate(paths[split])]
             if split == "train" and self.include_unlabeled:
                 samples += [(path, -1) for path in unlabeled]
-            splits[split] = SplitSamples(samples, table.labels[rows[split]])
+            elif split == "train" and unlabeled:
+                problems[split]["unlabeled image, not used: data.include_unlabeled=false"] = len(unlabeled)
+            splits[split] = SplitSamples(samples, table.labels[rows[split]], dict(problems[split]), missing[split])
         used = "used" if self.include_unlabeled else "not used: data.include_unlabeled=false"
         log.info(
             "%s: %d attributes; %d train (+%d unlabeled, %s), %d val, %d test images",

@@ -20,8 +20,10 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
+from mnet_tasks.data.bad_files import BadFile, SkippedFiles, SkippingDataLoader
 from mnet_tasks.data.imagefolder import seed_worker
-from mnet_tasks.data.images import read_rgb
+from mnet_tasks.data.images import ImageReadError, read_rgb
+from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic.coco_shapes import DATASET_NAME, coco_shapes_folder_name, generate_coco_shapes
 from mnet_tasks.data.transforms import detection_transform
 from mnet_tasks.detection.coco_eval import CategoryMap, load_coco
@@ -116,13 +118,28 @@ def describe_counts(source: str, records: list[ImageRecord], counts: Counter) ->
 
 
 class CocoDetectionDataset(Dataset):
-    """One split of a COCO-format dataset; ``coco`` is its pycocotools index, the reference for COCOeval."""
+    """One split of a COCO-format dataset; ``coco`` is its pycocotools index, the reference for COCOeval.
+
+    An image that cannot be read, or whose size differs from its annotation's, is a
+    :class:`~mnet_tasks.data.bad_files.BadFile`. ``problems`` counts the annotation problems by what happened
+    (``ANNOTATION_OUTCOMES``); ``missing_files`` names the listed images not on disk.
+    """
 
     def __init__(self, coco: COCO, annotation_file: Path, images_dir: Path, categories: CategoryMap, transform) -> None:
         self.annotation_file = Path(annotation_file)
         self.coco = coco
         self.records, self.counts = parse_coco(self.coco, categories, Path(images_dir))
         self.transform = transform
+        self.problems = Counter({ANNOTATION_OUTCOMES[kind]: count for kind, count in self.counts.items()})
+        kept = {record.image_id for record in self.records}
+        self.missing_files = [  # parse_coco drops only the images that are not on disk
+            BadFile(
+                str(Path(images_dir) / coco.imgs[image_id]["file_name"]),
+                f"missing file, listed in {self.annotation_file.name}",
+            )
+            for image_id in sorted(coco.imgs)
+            if image_id not in kept
+        ]
         log.info(describe_counts(str(self.annotation_file), self.records, self.counts))
         if not self.records:
             raise ValueError(f"{self.annotation_file} lists no image found under {images_dir}")
@@ -130,13 +147,17 @@ class CocoDetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | BadFile:
         record = self.records[index]
-        image = read_rgb(record.path)
+        try:
+            image = read_rgb(record.path)
+        except ImageReadError as error:
+            return BadFile.from_error(error)
         if image.shape[:2] != (record.height, record.width):
-            raise ValueError(
-                f"{record.path} is {image.shape[1]}x{image.shape[0]} but {self.annotation_file} says "
-                f"{record.width}x{record.height} (image id {record.image_id}): the boxes would be misplaced"
+            return BadFile(
+                str(record.path),
+                f"{image.shape[1]}x{image.shape[0]} but {self.annotation_file.name} says "
+                f"{record.width}x{record.height} (image id {record.image_id}): its boxes would be misplaced",
             )
         out = self.transform(image=image, bboxes=record.boxes, labels=record.labels)
         target = {
@@ -176,8 +197,10 @@ class CocoDataModule(pl.LightningDataModule):
         splits: dict[str, str] | None = None,
         synthetic: dict | None = None,
         name: str | None = None,
+        max_skipped_files: int | None = 100,
     ) -> None:
         super().__init__()
+        self.skipped_files = SkippedFiles(max_skipped_files)
         self.root = Path(root).expanduser() if root is not None else None
         self.synthetic = dict(synthetic) if synthetic is not None else None
         if self.root is not None:
@@ -252,9 +275,16 @@ class CocoDataModule(pl.LightningDataModule):
         if train:
             transform.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
         categories = CategoryMap([c["id"] for c in self.categories])
-        return CocoDetectionDataset(
+        dataset = CocoDetectionDataset(
             self.index(split), self.annotation_file(split), self.images_dir(split), categories, transform
         )
+        self.skipped_files.add(split, dataset.missing_files, loading=False)
+        return dataset
+
+    def data_report(self) -> dict[str, dict[str, int]]:
+        """Per split: the images kept and the count of each annotation problem (``data_report.json``)."""
+        built = (("train", self.train_set), ("val", self.val_set))
+        return {split: {"samples": len(data), **data.problems} for split, data in built if data is not None}
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
@@ -263,20 +293,23 @@ class CocoDataModule(pl.LightningDataModule):
             self.val_set = self._dataset("val", train=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, "train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, "val", shuffle=False)
 
-    def _loader(self, dataset: CocoDetectionDataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: CocoDetectionDataset | None, split: str, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("the dataset is not built; call setup() first")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_detection,
-            worker_init_fn=seed_worker,
-        )
+        options = {
+            "skipped": self.skipped_files,
+            "split": split,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "collate_fn": collate_detection,
+            "worker_init_fn": seed_worker,
+        }
+        if shuffle:  # training: resumes mid-epoch from a checkpoint (mnet_tasks.data.resumable)
+            return resumable_loader(dataset, trainer=self.trainer, **options)
+        return SkippingDataLoader(dataset, shuffle=False, generator=loader_generator(), **options)

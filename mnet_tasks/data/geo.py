@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mnet_tasks.data.bad_files import BadFile
 from mnet_tasks.data.imagefolder import ClassificationDataModule
-from mnet_tasks.data.images import read_rgb
+from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.data.synthetic.geo import DATASET_NAME, generate_geo, geo_folder_name
 from mnet_tasks.geo.cells import Partition, build_partition, describe, leaf_cell_ids, read_partitions, write_partitions
 from mnet_tasks.geo.distance import is_valid_location
@@ -47,6 +48,7 @@ COLUMN_NAMES = {
 EXPECTED_COLUMNS = "columns image,latitude,longitude (datasets/README.md)"
 PARTITION_FILE = "cells.csv"
 BAD_ROWS_FILE = "bad_rows.csv"
+MISSING_IMAGE = "missing image"  # the row problem whose image is also reported as a skipped file
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _parse_row(row: Sequence[str], columns: dict[str, int], image_dir: Path) -> 
         raise RowProblem("no image path", "the image field is empty")
     path = os.path.join(image_dir, image)
     if not os.path.isfile(path):
-        raise RowProblem("missing image", path)
+        raise RowProblem(MISSING_IMAGE, path)
     return path, lat, lon
 
 
@@ -168,20 +170,27 @@ def write_bad_rows(path: Path, bad_rows: Sequence[BadRow]) -> None:
 
 class GeoDataset(Dataset):
     """``(image, location, cell labels)``: the transformed image, its ``(2,)`` float64 latitude/longitude, and
-    its ``(heads,)`` int64 cell index in each partition (-1 where it falls in no kept cell)."""
+    its ``(heads,)`` int64 cell index in each partition (-1 where it falls in no kept cell); a
+    :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read. ``problems`` and
+    ``missing_files``: what listing it found (as :class:`~mnet_tasks.data.imagefolder.LabelledImageDataset`'s)."""
 
     def __init__(self, images: Sequence[str], locations: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
         self.images = list(images)
         self.locations = torch.as_tensor(locations, dtype=torch.float64)
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.transform = transform
+        self.problems: Counter[str] = Counter()
+        self.missing_files: list[BadFile] = []
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image = self.transform(image=read_rgb(self.images[index]))["image"]
-        return image, self.locations[index], self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadFile:
+        try:
+            image = read_rgb(self.images[index])
+        except ImageReadError as error:
+            return BadFile.from_error(error)
+        return self.transform(image=image)["image"], self.locations[index], self.labels[index]
 
 
 class GeoDataModule(ClassificationDataModule):
@@ -222,10 +231,22 @@ class GeoDataModule(ClassificationDataModule):
         crop_pct: float = 0.875,
         synthetic: Mapping[str, Any] | None = None,
         name: str | None = None,
+        max_skipped_files: int | None = 100,
     ) -> None:
         self.train_csv, self.val_csv = train_csv, val_csv
         self.expected_layout = f"<root>/{train_csv} and <root>/{val_csv} with {EXPECTED_COLUMNS}"
-        super().__init__(root, cache_dir, image_size, batch_size, num_workers, train_scale, crop_pct, synthetic, name)
+        super().__init__(
+            root,
+            cache_dir,
+            image_size,
+            batch_size,
+            num_workers,
+            train_scale,
+            crop_pct,
+            synthetic,
+            name,
+            max_skipped_files,
+        )
         self.partition_specs = [self._check_spec(index, spec) for index, spec in enumerate(partitions)]
         if not self.partition_specs and partition_file is None:
             raise ValueError("data.partitions is empty: give at least one {name, min_per_cell, max_per_cell}")
@@ -277,13 +298,20 @@ class GeoDataModule(ClassificationDataModule):
         least one head (PlaNet drops the others with their cells: they would teach nothing)."""
         listed = self.geo_list(split)
         labels = self.cell_labels(listed.locations)
-        if split != "train":
-            return GeoDataset(listed.images, listed.locations, labels, transform)
-        usable = (labels >= 0).any(axis=1)
+        usable = (labels >= 0).any(axis=1) if split == "train" else np.ones(len(labels), dtype=bool)
         if not usable.all():
             log.info("%d of %d training photos lie in no kept cell and are left out", (~usable).sum(), len(usable))
         images = [path for path, keep in zip(listed.images, usable, strict=True) if keep]
-        return GeoDataset(images, listed.locations[usable], labels[usable], transform)
+        dataset = GeoDataset(images, listed.locations[usable], labels[usable], transform)
+        for row in listed.bad_rows:
+            dataset.problems[f"row with {row.problem}, skipped"] += 1
+            if row.problem == MISSING_IMAGE:
+                dataset.missing_files.append(
+                    BadFile(row.detail, f"missing file, listed in {row.source.name} line {row.line}")
+                )
+        if not usable.all():
+            dataset.problems["training photo in no kept cell, left out"] = int((~usable).sum())
+        return dataset
 
     # --- lists and partitions ---
 

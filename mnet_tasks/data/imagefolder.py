@@ -7,6 +7,7 @@ generated on first use under ``data.cache_dir`` when no root is given.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
-from mnet_tasks.data.images import read_rgb
+from mnet_tasks.data.bad_files import BadFile, SkippedFiles, SkippingDataLoader
+from mnet_tasks.data.images import ImageReadError, read_rgb
+from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic import DATASET_NAME, generate_shapes, shapes_folder_name
 from mnet_tasks.data.transforms import eval_transform, train_transform
 
@@ -77,11 +80,18 @@ def seed_worker(worker_id: int) -> None:
 
 
 class LabelledImageDataset(Dataset):
-    """``(image tensor, class index)`` pairs from a list of ``(image path, class index)`` samples."""
+    """``(image tensor, class index)`` pairs from a list of ``(image path, class index)`` samples; a
+    :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read.
+
+    ``problems`` counts what was dropped or changed while the samples were listed (``data_report.json``), and
+    ``missing_files`` names the listed files found missing then.
+    """
 
     def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[..., dict]) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.problems: Counter[str] = Counter()
+        self.missing_files: list[BadFile] = []
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -90,8 +100,12 @@ class LabelledImageDataset(Dataset):
         """The decoded ``HxWx3`` image of sample ``index``; a subclass may crop it before the transform."""
         return read_rgb(self.samples[index][0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(image=self.load_image(index))["image"], self.samples[index][1]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadFile:
+        try:
+            image = self.load_image(index)
+        except ImageReadError as error:
+            return BadFile.from_error(error)
+        return self.transform(image=image)["image"], self.samples[index][1]
 
 
 class ImageFolderDataset(LabelledImageDataset):
@@ -116,6 +130,8 @@ class ClassificationDataModule(pl.LightningDataModule):
     A subclass names its format (``synthetic_dataset_name``, ``expected_layout``) and implements the four
     hooks below: where the synthetic set lives and how it is written, the layout check of a real root, the class
     names, and one split's dataset. ``root=None`` with ``synthetic=None`` is an error: there is no built-in data.
+    Unreadable images are skipped and recorded in ``skipped_files`` (:mod:`mnet_tasks.data.bad_files`), up to
+    ``max_skipped_files`` distinct files.
     """
 
     synthetic_dataset_name = "synthetic"
@@ -132,8 +148,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         crop_pct: float,
         synthetic: Mapping[str, Any] | None,
         name: str | None,
+        max_skipped_files: int | None = 100,
     ) -> None:
         super().__init__()
+        self.skipped_files = SkippedFiles(max_skipped_files)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         self.root = Path(root).expanduser() if root is not None else None
@@ -203,15 +221,28 @@ class ClassificationDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             augment = train_transform(self.image_size, scale=self.train_scale)
             augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
-            self.train_set = self.build_dataset("train", augment)
+            self.train_set = self.listed_dataset("train", augment)
         if self.val_set is None:
-            self.val_set = self.build_dataset("val", eval_transform(self.image_size, crop_pct=self.crop_pct))
+            self.val_set = self.listed_dataset("val", eval_transform(self.image_size, crop_pct=self.crop_pct))
+
+    def listed_dataset(self, split: str, transform: Callable[..., dict]) -> LabelledImageDataset:
+        """``build_dataset``, with the files it found missing recorded as skipped."""
+        dataset = self.build_dataset(split, transform)
+        self.skipped_files.add(split, dataset.missing_files, loading=False)
+        return dataset
+
+    def built_datasets(self) -> dict[str, LabelledImageDataset]:
+        return {split: data for split, data in (("train", self.train_set), ("val", self.val_set)) if data is not None}
+
+    def data_report(self) -> dict[str, dict[str, int]]:
+        """Per split: the samples kept and each problem found while listing them (``data_report.json``)."""
+        return {split: {"samples": len(data), **data.problems} for split, data in self.built_datasets().items()}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.train_set, "train"), shuffle=True)
+        return self._loader(self._require(self.train_set, "train"), "train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.val_set, "val"), shuffle=False)
+        return self._loader(self._require(self.val_set, "val"), "val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """Testing uses the validation split (ImageNet has no labelled test split; for datasets that have one,
@@ -224,17 +255,20 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise RuntimeError(f"the {split} dataset is not built; call setup() first")
         return dataset
 
-    def _loader(self, dataset: LabelledImageDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
-            worker_init_fn=seed_worker,
-        )
+    def _loader(self, dataset: LabelledImageDataset, split: str, shuffle: bool) -> DataLoader:
+        """Shuffled (training) loaders resume mid-epoch from a checkpoint (:mod:`mnet_tasks.data.resumable`); every
+        loader skips unreadable images (:class:`~mnet_tasks.data.bad_files.SkippingDataLoader`)."""
+        options = {
+            "skipped": self.skipped_files,
+            "split": split,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": seed_worker,
+        }
+        if shuffle:
+            return resumable_loader(dataset, trainer=self.trainer, **options)
+        return SkippingDataLoader(dataset, shuffle=False, generator=loader_generator(), **options)
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -258,8 +292,20 @@ class ImageFolderDataModule(ClassificationDataModule):
         crop_pct: float = 0.875,
         synthetic: dict | None = None,
         name: str | None = None,
+        max_skipped_files: int | None = 100,
     ) -> None:
-        super().__init__(root, cache_dir, image_size, batch_size, num_workers, train_scale, crop_pct, synthetic, name)
+        super().__init__(
+            root,
+            cache_dir,
+            image_size,
+            batch_size,
+            num_workers,
+            train_scale,
+            crop_pct,
+            synthetic,
+            name,
+            max_skipped_files,
+        )
 
     def synthetic_folder_name(self, params: dict[str, Any]) -> str:
         return shapes_folder_name(**params)

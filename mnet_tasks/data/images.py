@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -13,20 +14,35 @@ _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 class ImageReadError(ValueError):
     """Raised when a file cannot be decoded into an RGB image; the message always names the file."""
 
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = str(path), reason
+
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as an ``HxWx3`` uint8 RGB array, upright as a viewer would show it.
 
     EXIF orientation is applied because phone photos store pixels sideways. Grayscale, palette,
-    alpha and 16-bit images are converted so that every model sees three 8-bit channels.
+    alpha and 16-bit images are converted so that every model sees three 8-bit channels. A truncated file is an
+    error, never a partly grey picture: PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default).
     """
     try:
         with Image.open(path) as image:
             upright = ImageOps.exif_transpose(image)
             return _to_rgb_array(upright)
-    except (OSError, SyntaxError, ValueError) as err:
-        # OSError covers missing, empty (UnidentifiedImageError) and truncated files.
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    except Exception as err:  # decoders of a dozen formats raise many exception types on corrupt bytes
+        raise ImageReadError(path, _describe(path, err)) from err
+
+
+def _describe(path: str | Path, error: Exception) -> str:
+    """A short reason for the skipped-files report: the common cases in words, else the decoder's own message."""
+    if isinstance(error, FileNotFoundError):
+        return "missing file"
+    if isinstance(error, UnidentifiedImageError):
+        return "empty file (0 bytes)" if os.path.getsize(path) == 0 else "not an image format PIL can identify"
+    if isinstance(error, OSError) and "truncated" in str(error).lower():  # PIL words it per format
+        return f"truncated file ({error})"
+    return f"{type(error).__name__}: {error}"
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

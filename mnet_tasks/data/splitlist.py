@@ -24,6 +24,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from mnet_tasks.data.bad_files import BadFile
 from mnet_tasks.data.imagefolder import ClassificationDataModule, LabelledImageDataset, list_classes
 from mnet_tasks.data.synthetic.finegrained import DATASET_NAME, finegrained_folder_name, generate_finegrained
 
@@ -163,6 +164,13 @@ class SplitListDataset(LabelledImageDataset):
         if not samples:
             raise ValueError(f"split list {list_path} names no image found under {images_dir} (check data.root)")
         super().__init__(samples, transform)
+        for entry, reason in self.skipped:
+            self.problems[f"{reason}, dropped"] += 1
+            if reason == "missing file":
+                missing = BadFile(
+                    str(images_dir / entry.path), f"missing file, listed in {list_path.name} entry {entry.number}"
+                )
+                self.missing_files.append(missing)
         self.boxes = self._read_boxes(kept, annotations_dir) if annotations_dir is not None else None
 
     def _read_boxes(self, entries: list[ListEntry], annotations_dir: Path) -> list[Box | None]:
@@ -182,6 +190,7 @@ class SplitListDataset(LabelledImageDataset):
                 boxes.append(None)
                 unusable.append((entry, f"unreadable annotation {path}: {error}"))
         if unusable:
+            self.problems["box annotation unusable, whole image kept"] = len(unusable)
             log.warning(
                 "%s: %d of %d images keep their whole frame, their box is unusable: %s",
                 self.list_path,
@@ -236,8 +245,20 @@ class SplitListDataModule(ClassificationDataModule):
         annotations_dir: str = "Annotation",
         synthetic: dict | None = None,
         name: str | None = None,
+        max_skipped_files: int | None = 100,
     ) -> None:
-        super().__init__(root, cache_dir, image_size, batch_size, num_workers, train_scale, crop_pct, synthetic, name)
+        super().__init__(
+            root,
+            cache_dir,
+            image_size,
+            batch_size,
+            num_workers,
+            train_scale,
+            crop_pct,
+            synthetic,
+            name,
+            max_skipped_files,
+        )
         self.images_dir = images_dir
         self.split_lists = {"train": train_list, "val": val_list}
         self.crop_to_box = crop_to_box

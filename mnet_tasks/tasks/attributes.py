@@ -34,6 +34,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
 from mnet_tasks.config import resolve_input_size
+from mnet_tasks.inference import AttributesFamily
 from mnet_tasks.tasks.base import TaskModule, build_backbone, options_from_config
 from mnet_tasks.weights import backbone_state_dict, read_weight_file
 
@@ -210,6 +211,8 @@ class AttributeTask(TaskModule):
         gt_weight: with a teacher, the share of ground-truth BCE (on the labelled images) in the loss.
     """
 
+    family = AttributesFamily()
+
     def __init__(
         self,
         attribute_names: list[str],
@@ -333,6 +336,10 @@ class AttributeTask(TaskModule):
         return loss * len(self.attribute_names)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        keep = self.distinct_items(batch_idx, len(batch["image"]))  # not DDP's padding repeats
+        if keep == 0:
+            return
+        batch = {key: value[:keep] for key, value in batch.items()}
         logits = self(batch["image"])
         targets = batch["target"]
         labels = targets.int()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data.distributed import DistributedSampler
 
 from mnet_tasks.backbone import MobileNetV1
+from mnet_tasks.config import check_targets
+from mnet_tasks.distributed import any_rank
+from mnet_tasks.registry import CHECKPOINT_KEY, registered_name
 from mnet_tasks.weights import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -145,6 +151,20 @@ class FinetuneOptions:
         return self != FinetuneOptions()
 
 
+NONFINITE_LOSS_ACTIONS = ("stop", "skip")
+
+
+def _checks_loss(training_step: Callable[..., Any]) -> Callable[..., Any]:
+    """``training_step`` followed by :meth:`TaskModule.check_loss` (put on every task by ``__init_subclass__``)."""
+
+    @functools.wraps(training_step)
+    def checked(self: TaskModule, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
+        return self.check_loss(training_step(self, batch, batch_idx, *args, **kwargs), batch_idx)
+
+    checked.checks_loss = True
+    return checked
+
+
 class TaskModule(pl.LightningModule):
     """Base of every task: subclasses build their network in ``__init__`` and define the steps.
 
@@ -155,7 +175,75 @@ class TaskModule(pl.LightningModule):
         weight_decay: decay of the conv and linear weights (depthwise filters excluded).
         monitor / monitor_mode: the primary metric and whether higher is better.
         finetune: :class:`FinetuneOptions` as a mapping (``task.finetune``); they act on ``self.backbone``.
+
+    The task contract (README, "Write your own task"): the ``task`` config gives ``_target_`` (a class registered
+    in the ``mnet_tasks.tasks`` entry points), ``name``, ``native_resolution``, ``backbone: ${backbone}``,
+    ``monitor`` and ``monitor_mode`` (logged as ``val/...`` every validation epoch), ``optimizer``,
+    ``lr_schedule`` and ``weight_decay``; its DataModule has ``dataset_name`` and ``head_kwargs()`` (the
+    constructor arguments only the data knows, e.g. ``num_classes``). ``family`` says how the trained model is
+    exported, run by predict and timed by the bench (:class:`mnet_tasks.inference.TaskFamily`; ``None``: a
+    network of classifier heads over ``self.backbone``).
     """
+
+    family: ClassVar[Any] = None
+    # task.nonfinite_loss and task.max_nonfinite_skips (set by set_nonfinite_loss): what a NaN/inf training loss does
+    nonfinite_loss: str = "stop"
+    max_nonfinite_skips: int = 10
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every task's ``training_step`` has its loss checked (:meth:`check_loss`)."""
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("training_step")
+        if step is not None and not getattr(step, "checks_loss", False):
+            cls.training_step = _checks_loss(step)
+
+    def set_nonfinite_loss(self, nonfinite_loss: str = "stop", max_nonfinite_skips: int = 10) -> None:
+        """``stop``: a NaN or infinite training loss ends the run with an error naming the step; ``skip``: the batch
+        is dropped (no optimizer step), counted and logged, and only ``max_nonfinite_skips`` consecutive drops end
+        the run (the model has diverged)."""
+        if nonfinite_loss not in NONFINITE_LOSS_ACTIONS:
+            raise ValueError(f"task.nonfinite_loss must be stop or skip, got {nonfinite_loss!r}")
+        if isinstance(max_nonfinite_skips, bool) or not isinstance(max_nonfinite_skips, int) or max_nonfinite_skips < 1:
+            raise ValueError(f"task.max_nonfinite_skips must be an integer >= 1, got {max_nonfinite_skips!r}")
+        self.nonfinite_loss, self.max_nonfinite_skips = nonfinite_loss, max_nonfinite_skips
+
+    def distinct_items(self, batch_idx: int, count: int) -> int:
+        """How many of validation batch ``batch_idx``'s ``count`` items to evaluate: under DDP, Lightning's
+        ``DistributedSampler`` pads the ranks' shares to one length by repeating the first images, as the last item
+        of some ranks; evaluated twice they would count twice. The repeats are left out (every image counts once)."""
+        loader = self.trainer.val_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+            return count
+        own = len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # this rank's distinct images
+        return max(0, min(count, own - batch_idx * loader.batch_size))
+
+    def check_loss(self, output: Any, batch_idx: int) -> Any:
+        """``output`` of a training step if its loss is finite (on every process); otherwise, by
+        ``task.nonfinite_loss``, an error naming the step or ``None``, which makes Lightning skip the batch."""
+        loss = output.get("loss") if isinstance(output, Mapping) else output
+        if loss is None:
+            return output
+        if not any_rank(not bool(torch.isfinite(loss.detach()).all())):
+            self.nonfinite_streak = 0
+            return output
+        where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        value = f"{loss.detach().float().sum().item()}" if torch.is_tensor(loss) else str(loss)
+        if self.nonfinite_loss == "stop":
+            raise FloatingPointError(
+                f"the training loss is {value} (on this or another process) at {where}; lower the learning rate, or "
+                "set task.nonfinite_loss=skip to drop such batches"
+            )
+        self.nonfinite_streak += 1
+        self.skipped_batches += 1
+        if self.nonfinite_streak > self.max_nonfinite_skips:
+            raise FloatingPointError(
+                f"the training loss was not finite for {self.nonfinite_streak} consecutive batches, up to {where} "
+                f"(task.max_nonfinite_skips={self.max_nonfinite_skips}): the model has diverged"
+            )
+        log.warning("skipped the batch at %s: its training loss is %s (task.nonfinite_loss=skip)", where, value)
+        self.log("train/skipped_batches", float(self.skipped_batches), reduce_fx="max")
+        return None
 
     def __init__(
         self,
@@ -174,12 +262,23 @@ class TaskModule(pl.LightningModule):
         self.save_hyperparameters()
         self.finetune = FinetuneOptions.from_config(finetune)
         self.backbone_frozen = False  # during the first finetune.freeze_backbone_epochs epochs
+        self.nonfinite_streak = 0  # consecutive training batches skipped for a NaN/inf loss
+        self.skipped_batches = 0
         if self.finetune.backbone_lr_scale != 1.0 and not backbone.get("pretrained"):
             log.warning(
                 "task.finetune.backbone_lr_scale=%s but backbone.pretrained is null: the backbone starts from "
                 "random weights and trains at a scaled learning rate",
                 self.finetune.backbone_lr_scale,
             )
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Fail with a :class:`~mnet_tasks.config.ConfigError` naming the key on a combination of values this task
+        cannot train with; run before any data is touched (``validate_config``). A task overrides it if it has any."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the registered task class, which export and predict rebuild (never a ``_target_``)."""
+        checkpoint[CHECKPOINT_KEY] = {"task_class": registered_name(type(self))}
 
     def backbone_body(self) -> list[nn.Module]:
         """The modules that ``backbone.pretrained`` fills: all of ``self.backbone`` but its classifier, which
@@ -218,6 +317,8 @@ class TaskModule(pl.LightningModule):
             self.train(self.training)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        # hparams may come from a checkpoint (load_from_checkpoint): build only trusted targets.
+        check_targets(self.hparams.optimizer, f"{type(self).__name__} hyper-parameters", "optimizer")
         make_optimizer = instantiate(self.hparams.optimizer, _partial_=True)
         if self.finetune.active:
             # The optimizer must hold every parameter the backbone will train, even if it is frozen right now.

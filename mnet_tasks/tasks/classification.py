@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnet_tasks.inference import ClassificationFamily
 from mnet_tasks.tasks.base import TaskModule, build_backbone
 
 
@@ -31,6 +32,8 @@ class ClassificationTask(TaskModule):
     Fine-grained recognition is this module with ``mean_class_accuracy`` on and ``finetune`` options (see
     :class:`~mnet_tasks.tasks.base.FinetuneOptions`) for a backbone from ``backbone.pretrained``.
     """
+
+    family = ClassificationFamily()
 
     def __init__(
         self,
@@ -68,7 +71,10 @@ class ClassificationTask(TaskModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, labels = batch
+        keep = self.distinct_items(batch_idx, len(batch[0]))  # not DDP's padding repeats
+        if keep == 0:
+            return
+        images, labels = batch[0][:keep], batch[1][:keep]
         logits = self(images)
         self.val_metrics.update(logits, labels)
         self.log("val/loss", self.criterion(logits, labels), sync_dist=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 
+from mnet_tasks.config import ConfigError
 from mnet_tasks.detection.coco_eval import CategoryMap, coco_evaluate, to_coco_results
+from mnet_tasks.detection.deploy import DetectionFamily
 from mnet_tasks.detection.draw import draw_detections, tile
 from mnet_tasks.detection.faster_rcnn import build_faster_rcnn
 from mnet_tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
+from mnet_tasks.distributed import gather_objects
 from mnet_tasks.tasks.base import TaskModule, build_backbone
 
 # Each detector's builder and the MobileNetV1 it needs.
@@ -29,13 +33,16 @@ DETECTORS = {
 PROGRESS_BAR_METRICS = ("map", "map_50")
 
 
-def _all_ranks(items: list) -> list:
-    """Every rank's ``items`` concatenated (just ``items`` outside distributed runs)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return items
-    gathered: list[list | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, items)
-    return [item for part in gathered for item in part]
+def detector_options(detector: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``task.detector``'s name and builder options, checked against the builder's arguments (names the key)."""
+    options = dict(detector)
+    kind = options.pop("name", None)
+    if kind not in DETECTORS:
+        raise ConfigError(f"task.detector.name must be one of {sorted(DETECTORS)}, got {kind!r}")
+    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - {"body", "num_classes", "image_size"}
+    if unknown := sorted(options.keys() - accepted):
+        raise ConfigError(f"task.detector.{unknown[0]} is not an option of {kind}; choose from {sorted(accepted)}")
+    return kind, options
 
 
 class DetectionTask(TaskModule):
@@ -48,6 +55,8 @@ class DetectionTask(TaskModule):
         category_ids / category_names: the dataset's categories in label order (labels 1..K), from the data.
         pictures: how many validation images to draw with their detections each epoch.
     """
+
+    family = DetectionFamily()
 
     def __init__(
         self,
@@ -67,10 +76,7 @@ class DetectionTask(TaskModule):
         native_resolution: int = 300,
     ):
         super().__init__(backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution)
-        options = dict(detector)
-        kind = options.pop("name", None)
-        if kind not in DETECTORS:
-            raise ValueError(f"task.detector.name must be one of {sorted(DETECTORS)}, got {kind!r}")
+        kind, options = detector_options(detector)
         build, backbone_overrides = DETECTORS[kind]
         self.detector = build(build_backbone(backbone, **backbone_overrides), num_classes, image_size, **options)
         self.categories = CategoryMap(category_ids if category_ids is not None else range(1, num_classes + 1))
@@ -81,6 +87,13 @@ class DetectionTask(TaskModule):
         self._results: list[dict] = []
         self._image_ids: list[int] = []
         self._examples: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """The detector's name and options. (No input of MobileNetV1's minimum 32 px is too small: SSD's extra
+        layers pad their 3x3 stride-2 convolutions, so their maps stop at 1x1 instead of vanishing, as in the TF
+        Object Detection API, whose MobileNetV1 SSD asks for 33 px.)"""
+        detector_options(cfg.task.detector)
 
     def forward(self, images: list[torch.Tensor] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in input pixels, ``labels`` 1..K, ``scores``."""
@@ -109,7 +122,10 @@ class DetectionTask(TaskModule):
         return loss
 
     def validation_step(self, batch: tuple[list[torch.Tensor], list[dict]], batch_idx: int) -> None:
-        images, targets = batch
+        keep = self.distinct_items(batch_idx, len(batch[0]))  # not DDP's padding repeats
+        images, targets = batch[0][:keep], batch[1][:keep]
+        if not images:
+            return
         for image, target, detections in zip(images, targets, self.detector(images), strict=True):
             height, width = target["orig_size"].tolist()
             scale = (width / image.shape[-1], height / image.shape[-2])
@@ -120,13 +136,16 @@ class DetectionTask(TaskModule):
                 self._examples.append((image.cpu(), {k: v.cpu() for k, v in detections.items()}))
 
     def on_validation_epoch_end(self) -> None:
-        # Distributed samplers pad with repeated images: keep each image once.
-        image_ids = set(_all_ranks(self._image_ids))
-        results = list({json.dumps(r, sort_keys=True): r for r in _all_ranks(self._results)}.values())
+        # Every rank's detections, each validation image once (validation_step left out DDP's padding repeats).
+        image_ids = [i for part in gather_objects(self._image_ids) for i in part]
+        if len(set(image_ids)) != len(image_ids):
+            raise RuntimeError(f"{len(image_ids) - len(set(image_ids))} validation images were evaluated twice")
+        results = [r for part in gather_objects(self._results) for r in part]
         ground_truth = self.trainer.val_dataloaders.dataset.coco
-        stats = coco_evaluate(ground_truth, results, image_ids)
+        stats = coco_evaluate(ground_truth, results, set(image_ids))
         for name, value in stats.items():
             self.log(f"val/{name}", value, prog_bar=name in PROGRESS_BAR_METRICS)
+        self.log("val/images", float(len(image_ids)))  # evaluated, over all processes
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._save_outputs(results)
         self._results, self._image_ids, self._examples = [], [], []

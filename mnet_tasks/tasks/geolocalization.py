@@ -16,6 +16,7 @@ from mnet_tasks.geo.cells import Partition, describe
 from mnet_tasks.geo.distance import great_circle_km
 from mnet_tasks.geo.metrics import IM2GPS_SCALES_KM, geo_metrics, scale_name
 from mnet_tasks.geo.plot import plot_locations
+from mnet_tasks.inference import GeolocalizationFamily
 from mnet_tasks.tasks.base import TaskModule, build_backbone
 
 PREDICTIONS = ("top_cell", "hierarchy")
@@ -43,6 +44,8 @@ class GeolocalizationTask(TaskModule):
         label_smoothing: of the cross-entropy of every head; the loss is the sum over heads.
         plot_points: validation photos drawn in the per-evaluation picture (the first ones of the split).
     """
+
+    family = GeolocalizationFamily()
 
     def __init__(
         self,
@@ -154,12 +157,16 @@ class GeolocalizationTask(TaskModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        images, locations, labels = batch
+        keep = self.distinct_items(batch_idx, len(batch[0]))  # not DDP's padding repeats
+        if keep == 0:
+            return
+        images, locations, labels = (part[:keep] for part in batch)
         logits = self(images)
         self.log("val/loss", self.cell_loss(logits, labels), sync_dist=True)
         predicted = self.locations_from_logits(logits)
         self.val_metrics.update(predicted, locations)
         self.log_dict(self.val_metrics)
+        self.log("val/images", float(keep), reduce_fx="sum", sync_dist=True)  # located, over all processes
         room = self.plot_points - sum(len(true) for true, _ in self._plotted)
         if room > 0:
             self._plotted.append((locations[:room].cpu(), predicted[:room].cpu()))

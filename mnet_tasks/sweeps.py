@@ -1,0 +1,179 @@
+"""One table per sweep: every job's ``metrics.json`` gathered into ``summary.csv``, one row per job.
+
+The Hydra callback :class:`SweepSummary` (registered in ``conf/hydra/default.yaml``) writes
+``<sweep dir>/summary.csv`` when a multirun ends, whatever the launcher (local, joblib, submitit) or sweeper
+(basic, Optuna). ``python -m mnet_tasks.sweeps FOLDER ...`` does the same after the fact for any folder of runs:
+a sweep that crashed, cluster jobs, or several sweeps at once.
+
+Columns: ``job`` (the job folder, relative to the summarised folder), ``status`` (``completed``, ``failed``,
+``running`` when a job was killed before it could say more, ``missing`` when a job folder has no metrics.json),
+the job's command-line overrides (one column per key), then the metrics.json fields, each final metric under its
+own name and each metric of the best epoch as ``best/<name>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = "summary.csv"
+HYDRA_SUBDIR = ".hydra"  # hydra.output_subdir: each job's config, Hydra settings and overrides
+
+
+@dataclass
+class JobResult:
+    """One job folder: its metrics.json record (``None`` if it never wrote one) and its command-line overrides."""
+
+    folder: Path
+    record: dict[str, Any] | None
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", "unknown") if self.record else "missing"
+
+
+def read_overrides(job_folder: Path) -> dict[str, str]:
+    """``key=value`` overrides from Hydra's ``.hydra/overrides.yaml`` (the sweep's values included), by key."""
+    path = job_folder / HYDRA_SUBDIR / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    overrides = {}
+    for override in OmegaConf.load(path):
+        key, _, value = str(override).partition("=")
+        overrides[key] = value
+    return overrides
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Job 10 after job 9: numbers in the path compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def find_jobs(folder: Path) -> list[JobResult]:
+    """Every run folder under ``folder`` (itself included): those with a metrics.json or a Hydra ``.hydra/``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder of runs at {folder}")
+    job_folders = {p.parent for p in folder.rglob("metrics.json")}
+    job_folders |= {p.parent.parent for p in folder.rglob(f"{HYDRA_SUBDIR}/overrides.yaml")}
+    jobs = []
+    for job_folder in sorted(job_folders, key=_natural_key):
+        metrics = job_folder / "metrics.json"
+        record = None
+        if metrics.is_file():
+            try:
+                record = json.loads(metrics.read_text())
+            except json.JSONDecodeError as error:
+                log.warning("%s is not valid JSON (%s): the job is listed as missing", metrics, error)
+        jobs.append(JobResult(job_folder, record, read_overrides(job_folder)))
+    return jobs
+
+
+def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json as one row: final metrics under their names, the best epoch's as ``best/<name>``."""
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "metrics":
+            row.update(value.get("final", {}))
+            row.update({f"best/{name}": metric for name, metric in value.get("best", {}).items()})
+        else:
+            row[key] = value
+    return row
+
+
+def summary_rows(jobs: Sequence[JobResult], root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and columns: job, status, the overrides, then the record's fields in their first-seen order.
+
+    An override whose key is also a record field (``task=...``) gets the column ``override/<key>``.
+    """
+    record_columns: dict[str, None] = {}
+    flat = []
+    for job in jobs:
+        row = flatten_record(job.record) if job.record else {}
+        row.pop("status", None)
+        record_columns.update(dict.fromkeys(row))
+        flat.append(row)
+    override_columns: dict[str, None] = {}
+    rows = []
+    for job, record_row in zip(jobs, flat, strict=True):
+        relative = job.folder.relative_to(root).as_posix() if job.folder != root else "."
+        row: dict[str, Any] = {"job": relative, "status": job.status}
+        for key, value in job.overrides.items():
+            column = f"override/{key}" if key in record_columns or key in row else key
+            override_columns[column] = None
+            row[column] = value
+        rows.append({**row, **record_row})
+    return rows, ["job", "status", *override_columns, *record_columns]
+
+
+def write_summary(folder: Path, output: Path | None = None) -> Path:
+    """``summary.csv`` (or ``output``) for every run under ``folder``; returns its path."""
+    folder = Path(folder)
+    jobs = find_jobs(folder)
+    rows, columns = summary_rows(jobs, folder)
+    output = Path(output) if output else folder / SUMMARY_NAME
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _cell(value) for key, value in row.items()})
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    log.info("%s: %d jobs (%s)", output, len(jobs), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return output
+
+
+def _cell(value: Any) -> Any:
+    """Lists and mappings as JSON, so a CSV cell holds them unambiguously."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+class SweepSummary(Callback):
+    """Hydra callback: ``summary.csv`` in the sweep folder when a multirun ends."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)  # resolved once: the folder name holds the start time
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            log.warning("no sweep folder at %s: no %s written", sweep_dir, SUMMARY_NAME)
+            return
+        print(f"sweep summary: {write_summary(sweep_dir)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnet_tasks.sweeps",
+        description="Gather every run's metrics.json under each FOLDER into FOLDER/summary.csv.",
+    )
+    parser.add_argument("folders", nargs="+", type=Path, help="folders of runs (a multirun folder, outputs/, ...)")
+    parser.add_argument("--output", type=Path, help="write the CSV here instead of FOLDER/summary.csv (one folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.output and len(args.folders) > 1:
+        parser.error("--output takes one folder")
+    for folder in args.folders:
+        print(write_summary(folder, args.output))
+
+
+if __name__ == "__main__":
+    main()
