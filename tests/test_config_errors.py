@@ -31,6 +31,11 @@ from mnet_tasks.run import build_task, run
         (["task=detection", "task.detector.name=yolo"], "task.detector.name must be one of ['faster_rcnn', 'ssd']"),
         (["task=detection", "+task.detector.nms_tresh=0.5"], "task.detector.nms_tresh is not an option of ssd"),
         (["data.max_skipped_files=-1"], "data.max_skipped_files must be an integer >= 0 or null"),
+        (
+            ["task=attributes", "data.include_unlabeled=true"],
+            "unlabeled images, which need a teacher: set task.teacher.checkpoint",
+        ),
+        (["task.nonfinite_loss=ignore"], "task.nonfinite_loss must be stop or skip, got 'ignore'"),
     ],
 )
 def test_wrong_values_fail_naming_the_key_before_any_data(tmp_path, overrides, message) -> None:

@@ -20,10 +20,9 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
-from mnet_tasks.data.bad_files import BadFile, SkippedFiles, SkippingDataLoader
-from mnet_tasks.data.imagefolder import seed_worker
+from mnet_tasks.data.bad_files import BadFile, SkippedFiles
+from mnet_tasks.data.imagefolder import split_loader
 from mnet_tasks.data.images import ImageReadError, read_rgb
-from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic.coco_shapes import DATASET_NAME, coco_shapes_folder_name, generate_coco_shapes
 from mnet_tasks.data.transforms import detection_transform
 from mnet_tasks.detection.coco_eval import CategoryMap, load_coco
@@ -301,15 +300,4 @@ class CocoDataModule(pl.LightningDataModule):
     def _loader(self, dataset: CocoDetectionDataset | None, split: str, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("the dataset is not built; call setup() first")
-        options = {
-            "skipped": self.skipped_files,
-            "split": split,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "collate_fn": collate_detection,
-            "worker_init_fn": seed_worker,
-        }
-        if shuffle:  # training: resumes mid-epoch from a checkpoint (mnet_tasks.data.resumable)
-            return resumable_loader(dataset, trainer=self.trainer, **options)
-        return SkippingDataLoader(dataset, shuffle=False, generator=loader_generator(), **options)
+        return split_loader(self, dataset, split, shuffle, collate_fn=collate_detection)

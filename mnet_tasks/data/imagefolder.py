@@ -79,6 +79,25 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
+def split_loader(
+    datamodule: pl.LightningDataModule, dataset: Dataset, split: str, shuffle: bool, **options: Any
+) -> DataLoader:
+    """A split's DataLoader as every DataModule here builds it: shuffled (training) loaders resume mid-epoch from a
+    checkpoint (:mod:`mnet_tasks.data.resumable`); every loader skips unreadable images
+    (:class:`~mnet_tasks.data.bad_files.SkippingDataLoader`) into ``datamodule.skipped_files``."""
+    options.update(
+        skipped=datamodule.skipped_files,
+        split=split,
+        batch_size=datamodule.batch_size,
+        num_workers=datamodule.num_workers,
+        persistent_workers=datamodule.num_workers > 0,
+        worker_init_fn=seed_worker,
+    )
+    if shuffle:
+        return resumable_loader(dataset, trainer=datamodule.trainer, **options)
+    return SkippingDataLoader(dataset, shuffle=False, generator=loader_generator(), **options)
+
+
 class LabelledImageDataset(Dataset):
     """``(image tensor, class index)`` pairs from a list of ``(image path, class index)`` samples; a
     :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read.
@@ -256,19 +275,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: LabelledImageDataset, split: str, shuffle: bool) -> DataLoader:
-        """Shuffled (training) loaders resume mid-epoch from a checkpoint (:mod:`mnet_tasks.data.resumable`); every
-        loader skips unreadable images (:class:`~mnet_tasks.data.bad_files.SkippingDataLoader`)."""
-        options = {
-            "skipped": self.skipped_files,
-            "split": split,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "worker_init_fn": seed_worker,
-        }
-        if shuffle:
-            return resumable_loader(dataset, trainer=self.trainer, **options)
-        return SkippingDataLoader(dataset, shuffle=False, generator=loader_generator(), **options)
+        return split_loader(self, dataset, split, shuffle)
 
 
 class ImageFolderDataModule(ClassificationDataModule):

@@ -28,12 +28,13 @@ from typing import Any
 import albumentations as A
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.classification import MultilabelAccuracy, MultilabelAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
-from mnet_tasks.config import resolve_input_size
+from mnet_tasks.config import ConfigError, resolve_input_size
 from mnet_tasks.inference import AttributesFamily
 from mnet_tasks.tasks.base import TaskModule, build_backbone, options_from_config
 from mnet_tasks.weights import backbone_state_dict, read_weight_file
@@ -311,6 +312,16 @@ class AttributeTask(TaskModule):
         return outputs
 
     # --- steps ---
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Unlabeled images can only be learned from a teacher: say so before any data is read."""
+        teacher = cfg.task.get("teacher") or {}
+        if cfg.data.get("include_unlabeled") and not (teacher.get("checkpoint") or teacher.get("timm")):
+            raise ConfigError(
+                "data.include_unlabeled=true trains on unlabeled images, which need a teacher: set "
+                "task.teacher.checkpoint=path/to/teacher.ckpt (or task.teacher.timm with task.teacher.weights)"
+            )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
