@@ -123,7 +123,9 @@ class Subject:
         return fold_batchnorm(model) if self.fold_bn else model
 
 
-def task_subjects(family: TaskFamily, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None):
+def task_subjects(
+    family: TaskFamily, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None
+) -> tuple[list[Subject], str | None]:
     """The family's anchors and our network at every α, at each input size; and the anchor's name."""
     builders = family.bench_anchors()
     anchors = list(builders) if anchors is None else list(anchors)
@@ -135,9 +137,8 @@ def task_subjects(family: TaskFamily, alphas: Sequence[float], sizes: Sequence[i
         rho = size / family.bench_native_size
         subjects += [Subject(name, builders[name], size, family, rho=rho) for name in anchors]
         for alpha in alphas:
-            name, _ = family.bench_model(alpha, size)
-            build = functools.partial(lambda a, s: family.bench_model(a, s)[1], alpha, size)
-            subjects.append(Subject(name, build, size, family, alpha, rho, fold_bn=True))
+            build = functools.partial(family.bench_model, alpha, size)
+            subjects.append(Subject(family.bench_name(alpha, size), build, size, family, alpha, rho, fold_bn=True))
     return subjects, next(iter(anchors), None)
 
 

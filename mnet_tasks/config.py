@@ -76,7 +76,7 @@ def validate_config(cfg: DictConfig) -> None:
     lr = OmegaConf.select(cfg, "task.optimizer.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
         raise ConfigError(f"task.optimizer.lr must be a number > 0, got {lr!r}")
-    task_class(cfg).check_config(cfg)
+    configured_task_class(cfg).check_config(cfg)
     from mnet_tasks.tasks.base import NONFINITE_LOSS_ACTIONS
 
     if cfg.task.get("nonfinite_loss", "stop") not in NONFINITE_LOSS_ACTIONS:
@@ -89,7 +89,7 @@ def validate_config(cfg: DictConfig) -> None:
         load_checkpoint(cfg.ckpt_path, "ckpt_path")
 
 
-def task_class(cfg: DictConfig) -> type:
+def configured_task_class(cfg: DictConfig) -> type:
     """The registered task class ``task._target_`` names, imported (but not built): its ``check_config`` runs
     before any data. Built-in tasks and plug-ins alike are found in the task registry."""
     from mnet_tasks.registry import RegistryError, task_class_of_target

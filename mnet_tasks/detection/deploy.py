@@ -147,9 +147,12 @@ class DetectionFamily(TaskFamily):
             )
         }
 
-    def bench_model(self, alpha: float, size: int) -> tuple[str, nn.Module]:
+    def bench_name(self, alpha: float, size: int) -> str:
+        return f"mnet_tasks SSD{size} a={alpha}"
+
+    def bench_model(self, alpha: float, size: int) -> nn.Module:
         body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
-        return f"mnet_tasks SSD{size} a={alpha}", with_background_prior(build_ssd(body, 90, size))
+        return with_background_prior(build_ssd(body, 90, size))
 
     def bench_input(self, size: int, batch: int) -> torch.Tensor:
         return torch.rand(batch, 3, size, size)
