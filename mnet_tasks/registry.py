@@ -59,17 +59,20 @@ def task_class(name: str) -> type[TaskModule]:
     return cls
 
 
-def registered_name(cls: type) -> str | None:
-    """The name ``cls`` is registered under (None if it is not), found without importing other tasks."""
-    path = f"{cls.__module__}:{cls.__qualname__}"
+def _name_of(path: str) -> str | None:
+    """The name registered for the object at ``module:qualname`` (None if none), without importing any task."""
     return next((name for name, entry in task_entry_points().items() if entry.value == path), None)
+
+
+def registered_name(cls: type) -> str | None:
+    """The name ``cls`` is registered under (None if it is not)."""
+    return _name_of(f"{cls.__module__}:{cls.__qualname__}")
 
 
 def task_class_of_target(target: str) -> type[TaskModule]:
     """The registered task class a config's ``task._target_`` names."""
     module, _, qualname = target.rpartition(".")
-    path = f"{module}:{qualname}"
-    name = next((name for name, entry in task_entry_points().items() if entry.value == path), None)
+    name = _name_of(f"{module}:{qualname}")
     if name is None:
         raise RegistryError(
             f"task._target_={target} is not a registered task class: register it in the {TASKS_GROUP!r} entry "

@@ -181,8 +181,8 @@ class TaskModule(pl.LightningModule):
     ``monitor`` and ``monitor_mode`` (logged as ``val/...`` every validation epoch), ``optimizer``,
     ``lr_schedule`` and ``weight_decay``; its DataModule has ``dataset_name`` and ``head_kwargs()`` (the
     constructor arguments only the data knows, e.g. ``num_classes``). ``family`` says how the trained model is
-    exported, run by predict and timed by the bench (:class:`mnet_tasks.inference.TaskFamily`; ``None``: a
-    network of classifier heads over ``self.backbone``).
+    exported, run by predict and timed by the bench (:class:`mnet_tasks.inference.TaskFamily`; ``None``: its
+    ``forward`` gives the logits of classifier heads).
     """
 
     family: ClassVar[Any] = None
