@@ -1,9 +1,18 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each of pytest-xdist's workers (pyproject.toml: -n 2) runs one thread, as do the processes its tests start, so
+    # that two workers share two cores without oversubscribing them. An OMP_NUM_THREADS set by the caller wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A small but real configuration: the built-in synthetic data, shrunk, and a thin network.
 QUICK = [
@@ -40,3 +49,74 @@ def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comple
         output = f"STDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-3000:]}"
         raise AssertionError(f"exit {result.returncode}\n{output}")
     return result
+
+
+# --- learning tests: a metric reached after training, held against a bar ---------------------------------------------
+# tests/spread.py reruns them over seeds and CPU kernel paths; these two variables are how it talks to them.
+LEARNING_SEED = int(os.environ.get("MNET_LEARNING_SEED", "42"))  # 42: the config's own seed
+LEARNING_LOG = os.environ.get("MNET_LEARNING_LOG")  # a JSON-lines file that collects every measurement
+
+
+class LearningBars:
+    """Every metric a learning test measures, with its bar: all are recorded (printed, and appended to
+    ``$MNET_LEARNING_LOG``) before any is asserted, so one run of the spread script sees each of them."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+        self.rows: list[dict] = []
+
+    def measure(self, metric: str, value: float, *, at_least: float | None = None, at_most: float | None = None):
+        if (at_least is None) == (at_most is None):
+            raise ValueError(f"{metric}: give exactly one of at_least and at_most")
+        self.rows.append({"metric": metric, "value": float(value), "at_least": at_least, "at_most": at_most})
+
+    def check(self) -> None:
+        failed = []
+        for row in self.rows:
+            bar = f">= {row['at_least']}" if row["at_least"] is not None else f"<= {row['at_most']}"
+            passed = row["value"] >= row["at_least"] if row["at_least"] is not None else row["value"] <= row["at_most"]
+            print(f"{row['metric']}: {row['value']:.4f} (bar {bar}){'' if passed else '  FAILED'}")
+            if not passed:
+                failed.append(f"{row['metric']} = {row['value']:.4f}, bar {bar}")
+        if LEARNING_LOG:
+            with open(LEARNING_LOG, "a") as log:
+                for row in self.rows:
+                    log.write(json.dumps({"test": self.test, "seed": LEARNING_SEED, **row}) + "\n")
+        assert not failed, f"seed {LEARNING_SEED}: " + "; ".join(failed)
+
+
+@pytest.fixture(scope="session")
+def learning_seed() -> int:
+    """The training seed of a learning test (``seed=`` in its config)."""
+    return LEARNING_SEED
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory, data_dir: Path, learning_seed: int) -> tuple[dict, Path]:
+    """The classification learning run, trained once a session: 0.25 MobileNet-64, 8 epochs on the built-in shapes.
+    Its ``metrics.json`` record, and its last checkpoint, which the transfer test fine-tunes from."""
+    from mnet_tasks.config import compose_config
+    from mnet_tasks.run import run
+
+    output_dir = tmp_path_factory.mktemp("shapes_run")
+    cfg = compose_config(
+        [
+            "backbone.alpha=0.25",
+            "backbone.resolution=64",
+            "data.batch_size=32",
+            "data.num_workers=2",
+            "trainer.max_epochs=8",
+            "trainer.enable_progress_bar=false",
+            "callbacks.lr_monitor=null",
+            "logger=none",
+            f"seed={learning_seed}",
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={output_dir}",
+        ]
+    )
+    return run(cfg), output_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def bars(request) -> LearningBars:
+    return LearningBars(request.node.name)

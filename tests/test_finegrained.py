@@ -406,37 +406,33 @@ FINETUNE_BUDGET = [
 ]
 
 
-def test_pretrained_on_shapes_beats_scratch_on_the_breeds(tmp_path: Path, data_dir: Path) -> None:
-    """The transfer path end to end: a classification checkpoint trained on the synthetic shapes, fine-tuned on the
-    synthetic breeds, beats the same network trained from scratch with the same budget (8 epochs of 480 images)."""
-    pretraining = run(
-        compose_config(
-            [
-                "backbone.alpha=0.25",
-                "backbone.resolution=64",
-                "data.batch_size=32",
-                "data.num_workers=0",
-                "trainer.max_epochs=5",
-                "trainer.enable_progress_bar=false",
-                "callbacks.lr_monitor=null",
-                "logger=none",
-                f"paths.data_dir={data_dir}",  # the default shapes, shared with test_training
-                f"paths.output_dir={tmp_path / 'shapes'}",
-            ]
-        )
-    )
-    checkpoint = tmp_path / "shapes" / "checkpoints" / "last.ckpt"
+@pytest.mark.learning
+@pytest.mark.xdist_group("shapes_run")
+def test_pretrained_on_shapes_beats_scratch_on_the_breeds(
+    tmp_path: Path, data_dir: Path, shapes_run, learning_seed, bars
+) -> None:
+    """The transfer path end to end: the classification learning test's checkpoint (8 epochs on the synthetic shapes),
+    fine-tuned on the synthetic breeds, beats the same network trained from scratch with the same budget (8 epochs of
+    480 images). Both runs share everything but the starting weights."""
+    pretraining, checkpoint = shapes_run
     results = {}
     for start, extra in (("pretrained", [f"backbone.pretrained={checkpoint}"]), ("scratch", [])):
-        overrides = [*FINETUNE_BUDGET, *extra, f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path / start}"]
-        record = run(compose_config(overrides))
+        overrides = [*FINETUNE_BUDGET, *extra, f"seed={learning_seed}", f"paths.data_dir={data_dir}"]
+        record = run(compose_config([*overrides, f"paths.output_dir={tmp_path / start}"]))
         assert (record["task"], record["dataset"], record["status"]) == ("finegrained", "synthetic_breeds", "completed")
         results[start] = record["metrics"]
     summary = {start: {k: round(v, 3) for k, v in m["final"].items()} for start, m in results.items()}
     print(f"shapes top-1 {pretraining['metrics']['final']['val/top1']:.3f}; breeds after fine-tuning: {summary}")
     pretrained, scratch = results["pretrained"]["final"], results["scratch"]["final"]
     chance = 1 / 6
-    assert pretrained["val/top1"] >= 2 * chance, summary
-    assert pretrained["val/top1"] >= scratch["val/top1"] + 0.1, summary
-    assert pretrained["val/mean_class_accuracy"] >= scratch["val/mean_class_accuracy"] + 0.1, summary
-    assert pretrained["val/loss"] <= scratch["val/loss"] - 0.3, summary
+    # The loss gap is the steady signal (a broken transfer leaves it near 0); top-1 on 120 images moves by several
+    # points between runs, so its bars sit lower. The spread is in tests/README.md.
+    bars.measure("pretrained - scratch val/loss", pretrained["val/loss"] - scratch["val/loss"], at_most=-0.3)
+    bars.measure("pretrained - scratch val/top1", pretrained["val/top1"] - scratch["val/top1"], at_least=0.05)
+    bars.measure(
+        "pretrained - scratch val/mean_class_accuracy",
+        pretrained["val/mean_class_accuracy"] - scratch["val/mean_class_accuracy"],
+        at_least=0.05,
+    )
+    bars.measure("pretrained val/top1", pretrained["val/top1"], at_least=1.5 * chance)
+    bars.check()
