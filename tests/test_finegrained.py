@@ -128,6 +128,12 @@ def test_text_list_takes_whole_lines_and_skips_comments(tmp_path: Path) -> None:
     ]
 
 
+def test_a_text_list_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text("001.Black_footed_Albatross/a.jpg\n", encoding="utf-8-sig")
+    assert [e.path for e in read_split_list(path)] == ["001.Black_footed_Albatross/a.jpg"]
+
+
 def test_unreadable_mat_list_is_named(tmp_path: Path) -> None:
     path = tmp_path / "train_list.mat"
     path.write_text("not a mat file")

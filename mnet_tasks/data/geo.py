@@ -129,7 +129,7 @@ def read_geo_list(source: str | Path, image_dir: str | Path) -> GeoList:
     if not source.is_file():
         raise FileNotFoundError(f"no photo list at {source} (expected a CSV or TSV with {EXPECTED_COLUMNS})")
     images, locations, bad_rows = [], [], []
-    with open(source, newline="", encoding="utf-8") as f:
+    with open(source, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter="\t" if source.suffix.lower() == ".tsv" else ",")
         header = next(reader, None)
         if header is None:

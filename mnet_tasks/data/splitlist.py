@@ -89,7 +89,7 @@ def read_text_list(path: Path) -> list[ListEntry]:
     """One image path (relative to the images folder) per line; blank lines and ``#`` comments are skipped. The
     whole line is the path, so class folders with spaces (Stanford Cars' model names) work."""
     entries = []
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             text = line.strip()
             if text and not text.startswith("#"):
