@@ -303,6 +303,36 @@ def test_datamodule_without_square_resize_keeps_the_original_size(tmp_path):
     assert list(image.shape[1:]) == target["orig_size"].tolist()
 
 
+def without_annotations(root: Path, split: str) -> Path:
+    """The split's annotation file without its ``annotations`` key."""
+    path = root / "annotations" / f"instances_{split}.json"
+    record = json.loads(path.read_text())
+    del record["annotations"]
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_training_split_without_any_box_is_refused_naming_its_json(tmp_path):
+    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    path = without_annotations(root, "train2017")
+    data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
+    with pytest.raises(ValueError) as error:
+        data.setup("fit")
+    assert str(error.value) == f"{path}: no usable box to train on in its 24 images (0 annotations)"
+
+
+def test_a_validation_split_without_annotations_is_refused_naming_its_json(tmp_path):
+    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    path = without_annotations(root, "val2017")
+    data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
+    with pytest.raises(ValueError) as error:
+        data.setup("validate")
+    assert str(error.value) == (
+        f"{path} has no annotations to score against (its 'annotations' list is missing or empty): validation needs "
+        "the ground-truth boxes of its images"
+    )
+
+
 def test_missing_files_and_mismatched_categories_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"instances_train2017.json .*data.root"):
         CocoDataModule(root=str(tmp_path)).prepare_data()

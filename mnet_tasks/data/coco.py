@@ -286,6 +286,13 @@ class CocoDataModule(pl.LightningDataModule):
         }
 
     def _dataset(self, split: str, train: bool) -> CocoDetectionDataset:
+        """A split's dataset; refused when it cannot do its job: training without a single box would learn only
+        background, validation without annotations has nothing to score against."""
+        if not train and not self.index(split).anns:
+            raise ValueError(
+                f"{self.annotation_file(split)} has no annotations to score against (its 'annotations' list is "
+                "missing or empty): validation needs the ground-truth boxes of its images"
+            )
         transform = detection_transform(self.image_size, train, square=self.square, crop_prob=self.crop_prob)
         if train:
             transform.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
@@ -293,6 +300,16 @@ class CocoDataModule(pl.LightningDataModule):
         dataset = CocoDetectionDataset(
             self.index(split), self.annotation_file(split), self.images_dir(split), categories, transform
         )
+        if train and not any(len(record.labels) for record in dataset.records):
+            dropped = "".join(
+                f"; {count} x {ANNOTATION_OUTCOMES[kind]}"
+                for kind, count in dataset.counts.items()
+                if kind != "image_without_boxes"
+            )
+            raise ValueError(
+                f"{dataset.annotation_file}: no usable box to train on in its {len(dataset)} images "
+                f"({len(dataset.coco.anns)} annotations{dropped})"
+            )
         self.skipped_files.add(split, dataset.missing_files, loading=False)
         return dataset
 
