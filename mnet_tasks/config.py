@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnet_tasks.backbone import MIN_INPUT_SIZE
 from mnet_tasks.registry import trusted_packages
+from mnet_tasks.weights import UNSAFE_LOAD_ERRORS, refusal_reason
 
 # The packages whose classes and functions a saved config (a checkpoint's hyper-parameters) may name as ``_target_``,
 # besides those of the installed task packages (the registry): building anything else could run arbitrary code.
@@ -132,11 +132,11 @@ def load_checkpoint(path: str | Path, key: str) -> Any:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    except UNSAFE_LOAD_ERRORS as error:
         raise ConfigError(
-            f"{key}={path} cannot be loaded safely (weights_only=True): {reason}. A checkpoint of this project "
-            "holds only tensors and plain values; do not load this file unless you trust where it came from"
+            f"{key}={path} cannot be loaded safely (weights_only=True): {refusal_reason(error)}. A checkpoint of "
+            "this project holds only tensors and plain values; do not load this file unless you trust where it came "
+            "from"
         ) from error
     if isinstance(payload, Mapping):
         check_targets(payload.get("hyper_parameters", {}), path, "hyper_parameters")

@@ -181,7 +181,7 @@ def _number(text: str, path: Path, line: int, column: str) -> float:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a leaderboard.csv or paper.csv, checked: required columns, a known source, numbers where numbers
     go, and for every row a value of its primary metric (``monitor``) in a column of that name."""
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:

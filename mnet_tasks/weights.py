@@ -6,6 +6,7 @@ Every file is read with ``weights_only=True`` (or as safetensors), so a weight f
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -46,6 +47,21 @@ def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return converted
 
 
+# What torch.load raises for a file its weights-only unpickler refuses (or cannot parse).
+UNSAFE_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError)
+
+
+def refusal_reason(error: Exception) -> str:
+    """Why torch refused a file (one clause, no final stop), without the advice it wraps the reason in: re-running
+    with ``weights_only=False`` or allow-listing the global is exactly what a crafted file needs to run its code."""
+    reasons = []
+    for line in str(error).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].split(" Please use ", 1)[0].strip()
+        if line and not any(advice in line for advice in ("weights_only", "Weights only", "Check the documentation")):
+            reasons.append(line)
+    return " ".join(reasons).rstrip(".") or type(error).__name__
+
+
 def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat state_dict from a .safetensors, .pth/.pt or Lightning .ckpt file, safely loaded."""
     path = Path(path).expanduser()
@@ -55,7 +71,10 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except UNSAFE_LOAD_ERRORS as error:
+        raise ValueError(f"{path} cannot be loaded safely (weights_only=True): {refusal_reason(error)}") from error
     for nested in ("state_dict", "model", "state_dict_ema"):
         if isinstance(payload, dict) and isinstance(payload.get(nested), dict):
             payload = payload[nested]

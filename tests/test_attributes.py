@@ -76,6 +76,15 @@ def test_attribute_file_gives_names_images_and_labels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(table.labels, np.array(expected, dtype=np.float32))
 
 
+def test_celeba_files_with_a_utf8_byte_order_mark_are_read(tmp_path: Path) -> None:
+    attributes, partition = tmp_path / "list_attr_celeba.txt", tmp_path / "list_eval_partition.txt"
+    attributes.write_text(ATTRIBUTES, encoding="utf-8-sig")
+    partition.write_text(PARTITION, encoding="utf-8-sig")
+    assert read_attribute_file(attributes).images == ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "v.jpg")
+    assert read_attribute_names(attributes) == NAMES
+    assert read_partition_file(partition)["a.jpg"] == "train"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -48,7 +48,7 @@ def ground_truth_detections(annotation_file: Path, images_dir: Path, shift: floa
     """Every usable ground-truth box as a detection of score 1, optionally shifted right by ``shift`` x width."""
     coco = load_coco(annotation_file)
     categories = CategoryMap(sorted(coco.cats))
-    records, _ = parse_coco(coco, categories, images_dir)
+    records, _ = parse_coco(coco, categories, images_dir, annotation_file)
     per_image = {}
     for record in records:
         boxes = torch.as_tensor(record.boxes, dtype=torch.float64)
@@ -79,7 +79,7 @@ def test_category_map_round_trips_coco_sparse_ids():
 def test_real_coco_parsing_counts_crowd_and_keeps_every_object(real_coco):
     annotation_file, images_dir = real_coco
     coco = load_coco(annotation_file)
-    records, counts = parse_coco(coco, CategoryMap(sorted(coco.cats)), images_dir)
+    records, counts = parse_coco(coco, CategoryMap(sorted(coco.cats)), images_dir, annotation_file)
     assert {r.image_id for r in records} == {139, 255917}
     assert counts["crowd"] == 1
     assert sum(len(r.labels) for r in records) == len(coco.anns) - 1  # every non-crowd object kept
@@ -171,7 +171,7 @@ def test_bad_annotations_are_clipped_or_dropped_and_counted(tmp_path):
 
     coco = load_coco(annotation_file)
     categories = CategoryMap(sorted(coco.cats))
-    records, counts = parse_coco(coco, categories, tmp_path / "images")
+    records, counts = parse_coco(coco, categories, tmp_path / "images", annotation_file)
     assert dict(counts) == {
         "zero_size": 2,
         "outside_image": 1,
@@ -192,6 +192,51 @@ def test_bad_annotations_are_clipped_or_dropped_and_counted(tmp_path):
         image_tensor, target = dataset[index]
         assert image_tensor.shape == (3, 64, 64) and image_tensor.dtype == torch.float32
         assert target["boxes"].shape == (len(target["labels"]), 4)
+
+
+def without_image_sizes(annotation_file: Path, folder: Path) -> Path:
+    """The annotation file as labeling tools export it: its images without width and height."""
+    record = json.loads(annotation_file.read_text())
+    for info in record["images"]:
+        del info["width"], info["height"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / annotation_file.name).write_text(json.dumps(record))
+    return folder / annotation_file.name
+
+
+def test_image_sizes_missing_from_the_json_are_read_from_the_images(real_coco, tmp_path):
+    annotation_file = without_image_sizes(real_coco[0], tmp_path / "annotations")
+    record = json.loads(annotation_file.read_text())
+    record["images"].append({"id": 7, "file_name": "rotated.jpg"})  # stored 64x48, shown upright as 48x64
+    annotation_file.write_text(json.dumps(record))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 48)).save(real_coco[1] / "rotated.jpg", exif=exif)
+
+    coco = load_coco(annotation_file)
+    dataset = CocoDetectionDataset(
+        coco, annotation_file, real_coco[1], CategoryMap(sorted(coco.cats)), detection_transform(64, train=False)
+    )
+    assert {r.image_id: (r.width, r.height) for r in dataset.records} == {
+        139: (640, 426),
+        255917: (640, 427),
+        7: (48, 64),
+    }
+    for index in range(len(dataset)):
+        _, target = dataset[index]  # no BadFile: the sizes are the images' own
+        assert target["orig_size"].tolist() == [dataset.records[index].height, dataset.records[index].width]
+
+
+def test_an_image_without_a_size_in_the_json_or_a_readable_file_is_refused_naming_both(real_coco, tmp_path):
+    annotation_file = without_image_sizes(real_coco[0], tmp_path / "annotations")
+    (real_coco[1] / "000000000139.jpg").write_bytes(b"not an image")
+    coco = load_coco(annotation_file)
+    with pytest.raises(ValueError) as error:
+        parse_coco(coco, CategoryMap(sorted(coco.cats)), real_coco[1], annotation_file)
+    assert str(error.value) == (
+        f"{annotation_file}: image id 139 has no width and height, and its file gives none either (cannot read "
+        f"image {real_coco[1] / '000000000139.jpg'}: not an image format PIL can identify)"
+    )
 
 
 def test_image_of_another_size_than_its_annotation_is_named(real_coco, tmp_path):
@@ -256,6 +301,36 @@ def test_datamodule_without_square_resize_keeps_the_original_size(tmp_path):
     data.setup("validate")
     image, target = data.val_set[0]
     assert list(image.shape[1:]) == target["orig_size"].tolist()
+
+
+def without_annotations(root: Path, split: str) -> Path:
+    """The split's annotation file without its ``annotations`` key."""
+    path = root / "annotations" / f"instances_{split}.json"
+    record = json.loads(path.read_text())
+    del record["annotations"]
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_training_split_without_any_box_is_refused_naming_its_json(tmp_path):
+    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    path = without_annotations(root, "train2017")
+    data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
+    with pytest.raises(ValueError) as error:
+        data.setup("fit")
+    assert str(error.value) == f"{path}: no usable box to train on in its 24 images (0 annotations)"
+
+
+def test_a_validation_split_without_annotations_is_refused_naming_its_json(tmp_path):
+    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    path = without_annotations(root, "val2017")
+    data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
+    with pytest.raises(ValueError) as error:
+        data.setup("validate")
+    assert str(error.value) == (
+        f"{path} has no annotations to score against (its 'annotations' list is missing or empty): validation needs "
+        "the ground-truth boxes of its images"
+    )
 
 
 def test_missing_files_and_mismatched_categories_are_named(tmp_path):

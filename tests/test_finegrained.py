@@ -104,6 +104,18 @@ def test_mat_list_gives_paths_and_zero_based_labels(tmp_path: Path) -> None:
     ]
 
 
+def test_a_zero_based_mat_list_is_refused_naming_the_entry_its_file_and_label(tmp_path: Path) -> None:
+    path = tmp_path / "train_list.mat"
+    files = [f"n02085620-Chihuahua/n02085620_{i}.jpg" for i in range(6)] + ["n02085782-Japanese_spaniel/x.jpg"]
+    save_stanford_list(path, files, [1, 1, 1, 1, 1, 2, 0])  # the first five labels are valid
+    with pytest.raises(ValueError) as error:
+        read_split_list(path)
+    assert str(error.value) == (
+        f"split list {path}: labels must be whole numbers from 1 (Stanford Dogs' lists are 1-based): "
+        "train_list.mat entry 7 'n02085782-Japanese_spaniel/x.jpg' (label 0)"
+    )
+
+
 def test_text_list_takes_whole_lines_and_skips_comments(tmp_path: Path) -> None:
     path = tmp_path / "train.txt"
     path.write_text(
@@ -114,6 +126,12 @@ def test_text_list_takes_whole_lines_and_skips_comments(tmp_path: Path) -> None:
         (2, "001.Black_footed_Albatross/a.jpg", None),
         (4, "AM General Hummer SUV 2000/b.jpg", None),
     ]
+
+
+def test_a_text_list_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text("001.Black_footed_Albatross/a.jpg\n", encoding="utf-8-sig")
+    assert [e.path for e in read_split_list(path)] == ["001.Black_footed_Albatross/a.jpg"]
 
 
 def test_unreadable_mat_list_is_named(tmp_path: Path) -> None:

@@ -305,6 +305,31 @@ def test_bad_rows_are_counted_reported_with_line_numbers_and_not_used(tmp_path, 
     assert len(reported) == 9 and reported[-1] == ("test.csv", 3, "bad coordinates")
 
 
+def test_a_row_with_more_fields_than_the_header_is_a_bad_row(tmp_path):
+    write_images(tmp_path, ["paris.jpg", "london.jpg"])
+    # Paris at 48,85 / 2,35 written with unquoted decimal commas: five fields under a three-column header.
+    (tmp_path / "train.csv").write_text("image,latitude,longitude\nparis.jpg,48,85,2,35\nlondon.jpg,51.5,-0.12\n")
+    listed = read_geo_list(tmp_path / "train.csv", tmp_path)
+    assert listed.images == [str(tmp_path / "london.jpg")]
+    assert [(row.source, row.line, row.problem) for row in listed.bad_rows] == [
+        (tmp_path / "train.csv", 2, "too many fields")
+    ]
+    assert listed.bad_rows[0].detail == "5 fields, the header has 3 (a decimal comma in an unquoted number?)"
+
+
+def test_lists_and_saved_cells_with_a_utf8_byte_order_mark_are_read(tmp_path, photo_locations):
+    write_images(tmp_path, ["paris.jpg"])
+    # Spreadsheet exports ("CSV UTF-8") start with a byte-order mark.
+    (tmp_path / "train.csv").write_text("image,latitude,longitude\nparis.jpg,48.85,2.35\n", encoding="utf-8-sig")
+    listed = read_geo_list(tmp_path / "train.csv", tmp_path)
+    assert listed.locations.tolist() == [[48.85, 2.35]] and not listed.bad_rows
+
+    partition = build_partition("cells", photo_locations[:, 0], photo_locations[:, 1], 10, 60)
+    path = write_partitions(tmp_path / "cells.csv", [partition])
+    path.write_text(path.read_text(), encoding="utf-8-sig")
+    assert read_partitions(path)[0].cells == partition.cells
+
+
 def test_mp16_style_tsv_header_and_missing_columns(tmp_path):
     write_images(tmp_path / "mp16", ["17/e0/3427262463.jpg"])
     (tmp_path / "mp16.tsv").write_text("IMG_ID\tAUTHOR\tLAT\tLON\n17/e0/3427262463.jpg\tsomeone\t40.75\t-73.99\n")

@@ -112,6 +112,15 @@ def test_leaderboard_csv_errors_name_the_file_and_line(tmp_path):
         read_rows(_write(tmp_path / "bad.csv", header.removesuffix(",params"), good.removesuffix(",10")))
 
 
+def test_a_leaderboard_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "paper.csv"
+    path.write_text(
+        "source,model,dataset,split,monitor,monitor_mode,val/top1,madds,params\npaper,m,d,val,val/top1,max,0.5,1000,10\n",
+        encoding="utf-8-sig",
+    )
+    assert read_rows(path)[0]["source"] == "paper"
+
+
 @pytest.mark.parametrize("folder", TASK_FOLDERS, ids=[path.name for path in TASK_FOLDERS])
 def test_committed_leaderboards_and_paper_rows_follow_the_schema(folder):
     paper = folder / "paper.csv"

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnet_tasks import MobileNetV1, load_pretrained
 from mnet_tasks.config import ConfigError, check_targets, compose_config, validate_config
 from mnet_tasks.inference import load_trained
 from mnet_tasks.registry import CHECKPOINT_KEY
 from mnet_tasks.run import build_task
+from mnet_tasks.tasks.attributes import TeacherOptions, load_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 ATTACK = {"_target_": "os.system", "command": "touch /tmp/mnet_tasks_was_attacked"}
@@ -88,6 +90,49 @@ def test_pickled_code_in_a_checkpoint_is_refused_naming_the_file(tmp_path, syste
     with pytest.raises(ConfigError, match=re.escape(f"ckpt_path={path} cannot be loaded safely")):
         validate_config(compose_config([f"ckpt_path={path}"]))
     assert system_calls == []
+
+
+class NotAllowlisted:
+    """A class of this module: torch's weights-only unpickler refuses every global it does not know."""
+
+
+class TouchesWhenUnpickled:
+    """Unpickled, it runs ``touch <marker>`` through the real os.system: the marker would show the payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+# Every way a user hands the project a file that torch.load reads.
+LOADERS = {
+    "checkpoint": lambda path: load_trained(path, crop_pct=0.875),
+    "ckpt_path": lambda path: validate_config(compose_config([f"ckpt_path={path}"])),
+    "pretrained": lambda path: load_pretrained(MobileNetV1(alpha=0.25), path),
+    "teacher": lambda path: load_teacher(TeacherOptions(checkpoint=str(path)), ["Smiling"]),
+}
+
+
+@pytest.mark.parametrize("payload", ["os.system", "class"])
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_refused_pickle_is_named_with_torchs_reason_and_without_its_advice(tmp_path, loader, payload) -> None:
+    marker = tmp_path / "payload_ran"
+    if payload == "os.system":
+        obj, reason = TouchesWhenUnpickled(marker), f"GLOBAL {os.system.__module__}.system"
+    else:
+        obj, reason = NotAllowlisted(), f"Unsupported global: GLOBAL {__name__}.NotAllowlisted"
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"payload": obj}}, path)
+
+    with pytest.raises(ValueError) as error:  # ConfigError for the checkpoints, a ValueError for weight files
+        LOADERS[loader](path)
+    message = str(error.value)
+    assert f"{path} cannot be loaded safely (weights_only=True): " in message and reason in message
+    for advice in ("False", "safe_globals", "Check the documentation", "Weights only load failed"):
+        assert advice not in message  # torch's ways round the refusal are what a crafted file wants
+    assert not marker.exists()
 
 
 def test_every_torch_load_is_weights_only() -> None:

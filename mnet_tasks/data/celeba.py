@@ -67,7 +67,7 @@ class AttributeTable:
 
 def _content_lines(path: Path) -> list[tuple[int, str]]:
     """``(line number, text)`` of the non-blank lines."""
-    with open(path) as file:
+    with open(path, encoding="utf-8-sig") as file:
         return [(number, line) for number, line in enumerate(file, start=1) if line.strip()]
 
 
@@ -83,7 +83,7 @@ def _attribute_names(path: Path, line: str) -> list[str]:
 
 def read_attribute_names(path: str | Path) -> list[str]:
     """The attribute names (line 2), without reading the image lines: the head is sized before the data loads."""
-    with open(path) as file:
+    with open(path, encoding="utf-8-sig") as file:
         file.readline()
         return _attribute_names(Path(path), file.readline())
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnet_tasks.data.bad_files import BadFile, SkippedFiles
 from mnet_tasks.data.imagefolder import split_loader
-from mnet_tasks.data.images import ImageReadError, read_rgb
+from mnet_tasks.data.images import ImageReadError, read_rgb, upright_size
 from mnet_tasks.data.synthetic.coco_shapes import DATASET_NAME, coco_shapes_folder_name, generate_coco_shapes
 from mnet_tasks.data.transforms import detection_transform
 from mnet_tasks.detection.coco_eval import CategoryMap, load_coco
@@ -71,8 +71,24 @@ def _usable_box(bbox: Sequence[float], width: int, height: int, counts: Counter)
     return [x0, y0, x1, y1]
 
 
-def parse_coco(coco: COCO, categories: CategoryMap, images_dir: Path) -> tuple[list[ImageRecord], Counter]:
-    """Every image of ``coco`` with its usable boxes, and the count of each problem in ``ANNOTATION_OUTCOMES``."""
+def _image_size(info: dict, path: Path, annotation_file: Path) -> tuple[int, int]:
+    """``(width, height)`` from the json, else from the image file (labeling tools often omit them)."""
+    if info.get("width") is not None and info.get("height") is not None:
+        return int(info["width"]), int(info["height"])
+    try:
+        return upright_size(path)
+    except ImageReadError as error:
+        raise ValueError(
+            f"{annotation_file}: image id {info['id']} has no width and height, and its file gives none either "
+            f"({error})"
+        ) from error
+
+
+def parse_coco(
+    coco: COCO, categories: CategoryMap, images_dir: Path, annotation_file: Path
+) -> tuple[list[ImageRecord], Counter]:
+    """Every image of ``coco`` (read from ``annotation_file``) with its usable boxes, and the count of each problem
+    in ``ANNOTATION_OUTCOMES``."""
     counts: Counter = Counter()
     records = []
     for image_id in sorted(coco.imgs):
@@ -81,7 +97,7 @@ def parse_coco(coco: COCO, categories: CategoryMap, images_dir: Path) -> tuple[l
         if not path.is_file():
             counts["missing_image"] += 1
             continue
-        width, height = int(info["width"]), int(info["height"])
+        width, height = _image_size(info, path, annotation_file)
         boxes, labels = [], []
         for annotation in coco.imgToAnns.get(image_id, []):
             if annotation.get("iscrowd", 0):
@@ -127,7 +143,7 @@ class CocoDetectionDataset(Dataset):
     def __init__(self, coco: COCO, annotation_file: Path, images_dir: Path, categories: CategoryMap, transform) -> None:
         self.annotation_file = Path(annotation_file)
         self.coco = coco
-        self.records, self.counts = parse_coco(self.coco, categories, Path(images_dir))
+        self.records, self.counts = parse_coco(self.coco, categories, Path(images_dir), self.annotation_file)
         self.transform = transform
         self.problems = Counter({ANNOTATION_OUTCOMES[kind]: count for kind, count in self.counts.items()})
         kept = {record.image_id for record in self.records}
@@ -270,6 +286,13 @@ class CocoDataModule(pl.LightningDataModule):
         }
 
     def _dataset(self, split: str, train: bool) -> CocoDetectionDataset:
+        """A split's dataset; refused when it cannot do its job: training without a single box would learn only
+        background, validation without annotations has nothing to score against."""
+        if not train and not self.index(split).anns:
+            raise ValueError(
+                f"{self.annotation_file(split)} has no annotations to score against (its 'annotations' list is "
+                "missing or empty): validation needs the ground-truth boxes of its images"
+            )
         transform = detection_transform(self.image_size, train, square=self.square, crop_prob=self.crop_prob)
         if train:
             transform.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
@@ -277,6 +300,16 @@ class CocoDataModule(pl.LightningDataModule):
         dataset = CocoDetectionDataset(
             self.index(split), self.annotation_file(split), self.images_dir(split), categories, transform
         )
+        if train and not any(len(record.labels) for record in dataset.records):
+            dropped = "".join(
+                f"; {count} x {ANNOTATION_OUTCOMES[kind]}"
+                for kind, count in dataset.counts.items()
+                if kind != "image_without_boxes"
+            )
+            raise ValueError(
+                f"{dataset.annotation_file}: no usable box to train on in its {len(dataset)} images "
+                f"({len(dataset.coco.anns)} annotations{dropped})"
+            )
         self.skipped_files.add(split, dataset.missing_files, loading=False)
         return dataset
 

@@ -7,9 +7,10 @@ Layout (``datasets/README.md``)::
     <root>/...            the images (``data.train_image_dir`` / ``data.val_image_dir``, default ``<root>``)
 
 A ``.tsv`` file is read tab-separated. The header may also use MP-16's names (``IMG_ID,LAT,LON``) or ``path``,
-``lat``, ``lon``/``lng``, in any case and column order. Rows whose coordinates are unparsable, NaN, infinite or out
-of range, or whose image is missing, are skipped, counted and reported with their line numbers (in the log and
-in ``bad_rows.csv`` in the run folder).
+``lat``, ``lon``/``lng``, in any case and column order. Rows with more fields than the header (an unquoted decimal
+comma shifts the columns), rows whose coordinates are unparsable, NaN, infinite or out of range, and rows whose image
+is missing are skipped, counted and reported with their line numbers (in the log and in ``bad_rows.csv`` in the run
+folder).
 
 The DataModule builds the adaptive S2 partitions (:mod:`mnet_tasks.geo.cells`) from the training photos, saves
 them as ``cells.csv`` in the run folder and hands them to the task module through :meth:`head_kwargs`.
@@ -94,8 +95,16 @@ class RowProblem(ValueError):
         self.problem, self.detail = problem, detail
 
 
-def _parse_row(row: Sequence[str], columns: dict[str, int], image_dir: Path) -> tuple[str, float, float]:
-    """The image path and location of one row; raises :class:`RowProblem`."""
+def _parse_row(
+    row: Sequence[str], columns: dict[str, int], header_size: int, image_dir: Path
+) -> tuple[str, float, float]:
+    """The image path and location of one row; raises :class:`RowProblem`. A row longer than the header is
+    refused: its fields may have shifted (``48,85`` read as latitude 48, longitude 85)."""
+    if len(row) > header_size:
+        raise RowProblem(
+            "too many fields",
+            f"{len(row)} fields, the header has {header_size} (a decimal comma in an unquoted number?)",
+        )
     if len(row) <= max(columns.values()):
         raise RowProblem("too few fields", f"{len(row)} fields, expected at least {max(columns.values()) + 1}")
     image, lat_text, lon_text = (row[columns[c]].strip() for c in ("image", "latitude", "longitude"))
@@ -120,7 +129,7 @@ def read_geo_list(source: str | Path, image_dir: str | Path) -> GeoList:
     if not source.is_file():
         raise FileNotFoundError(f"no photo list at {source} (expected a CSV or TSV with {EXPECTED_COLUMNS})")
     images, locations, bad_rows = [], [], []
-    with open(source, newline="", encoding="utf-8") as f:
+    with open(source, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter="\t" if source.suffix.lower() == ".tsv" else ",")
         header = next(reader, None)
         if header is None:
@@ -130,7 +139,7 @@ def read_geo_list(source: str | Path, image_dir: str | Path) -> GeoList:
             if not any(field.strip() for field in row):
                 continue  # blank lines carry nothing
             try:
-                path, lat, lon = _parse_row(row, columns, image_dir)
+                path, lat, lon = _parse_row(row, columns, len(header), image_dir)
             except RowProblem as error:
                 bad_rows.append(BadRow(source, reader.line_num, error.problem, error.detail))
                 continue

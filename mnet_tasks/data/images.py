@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -32,6 +32,18 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return _to_rgb_array(upright)
     except Exception as err:  # decoders of a dozen formats raise many exception types on corrupt bytes
         raise ImageReadError(path, _describe(path, err)) from err
+
+
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image :func:`read_rgb` returns, from the file's header without decoding the
+    pixels: for annotation files that omit the sizes (exports of labeling tools)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            quarter_turn = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    except Exception as err:  # as read_rgb: any decoder's exception on corrupt bytes
+        raise ImageReadError(path, _describe(path, err)) from err
+    return (height, width) if quarter_turn else (width, height)
 
 
 def _describe(path: str | Path, error: Exception) -> str:

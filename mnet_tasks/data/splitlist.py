@@ -71,19 +71,25 @@ def read_mat_list(path: Path) -> list[ListEntry]:
     labels = np.asarray(contents["labels"]).ravel()
     if len(labels) != len(files):
         raise ValueError(f"split list {path} has {len(files)} files but {len(labels)} labels")
-    if not np.issubdtype(labels.dtype, np.number) or (labels != np.round(labels)).any() or (labels < 1).any():
-        raise ValueError(f"split list {path}: labels must be whole numbers from 1, got {labels[:SHOWN].tolist()} ...")
-    return [
-        ListEntry(number, file, int(label) - 1)
-        for number, (file, label) in enumerate(zip(files, labels, strict=True), start=1)
+    rule = "labels must be whole numbers from 1 (Stanford Dogs' lists are 1-based)"
+    if labels.dtype.kind not in "uif":  # unsigned, signed or float
+        raise ValueError(f"split list {path}: {rule}, got {labels.dtype} values")
+    entries = list(enumerate(zip(files, labels, strict=True), start=1))
+    wrong = [
+        (ListEntry(number, file), f"label {label:g}")
+        for number, (file, label) in entries
+        if not (label >= 1 and label == np.round(label))  # NaN fails both
     ]
+    if wrong:
+        raise ValueError(f"split list {path}: {rule}: {_quote(wrong, path.name)}")
+    return [ListEntry(number, file, int(label) - 1) for number, (file, label) in entries]
 
 
 def read_text_list(path: Path) -> list[ListEntry]:
     """One image path (relative to the images folder) per line; blank lines and ``#`` comments are skipped. The
     whole line is the path, so class folders with spaces (Stanford Cars' model names) work."""
     entries = []
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             text = line.strip()
             if text and not text.startswith("#"):

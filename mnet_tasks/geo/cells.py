@@ -228,7 +228,7 @@ def read_partitions(path: str | Path) -> list[Partition]:
     if not path.is_file():
         raise FileNotFoundError(f"no partition file at {path} (a training run saves its cells.csv in its folder)")
     rows: dict[str, list[Cell]] = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(header) != CSV_COLUMNS:

@@ -34,7 +34,7 @@ from torchmetrics.classification import MultilabelAccuracy, MultilabelAveragePre
 from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
-from mnet_tasks.config import ConfigError, resolve_input_size
+from mnet_tasks.config import ConfigError, load_checkpoint, resolve_input_size
 from mnet_tasks.inference import AttributesFamily
 from mnet_tasks.tasks.base import TaskModule, build_backbone, options_from_config
 from mnet_tasks.weights import backbone_state_dict, read_weight_file
@@ -175,7 +175,7 @@ def _teacher_from_checkpoint(path: Path, attribute_names: list[str], input_size:
     """Rebuild the MobileNetV1 of an attribute-task checkpoint from its hyper_parameters (read weights-only)."""
     if not path.is_file():
         raise FileNotFoundError(f"task.teacher.checkpoint: no file at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_checkpoint(path, "task.teacher.checkpoint")
     hparams = payload.get("hyper_parameters", {}) if isinstance(payload, dict) else {}
     names = hparams.get("attribute_names")
     if names is None or "state_dict" not in payload:
