@@ -312,25 +312,26 @@ def without_annotations(root: Path, split: str) -> Path:
     return path
 
 
-def test_a_training_split_without_any_box_is_refused_naming_its_json(tmp_path):
+@pytest.mark.parametrize(
+    ("split", "stage", "message"),
+    [
+        ("train2017", "fit", ": no usable box to train on in its 24 images (0 annotations)"),
+        (
+            "val2017",
+            "validate",
+            " has no annotations to score against (its 'annotations' list is missing or empty): validation needs the "
+            "ground-truth boxes of its images",
+        ),
+    ],
+)
+def test_a_split_without_annotations_is_refused_naming_its_json(tmp_path, split, stage, message):
+    """Training without a single box would learn only background; validation without them has nothing to score."""
     root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
-    path = without_annotations(root, "train2017")
+    path = without_annotations(root, split)
     data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
     with pytest.raises(ValueError) as error:
-        data.setup("fit")
-    assert str(error.value) == f"{path}: no usable box to train on in its 24 images (0 annotations)"
-
-
-def test_a_validation_split_without_annotations_is_refused_naming_its_json(tmp_path):
-    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
-    path = without_annotations(root, "val2017")
-    data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
-    with pytest.raises(ValueError) as error:
-        data.setup("validate")
-    assert str(error.value) == (
-        f"{path} has no annotations to score against (its 'annotations' list is missing or empty): validation needs "
-        "the ground-truth boxes of its images"
-    )
+        data.setup(stage)
+    assert str(error.value) == f"{path}{message}"
 
 
 def test_missing_files_and_mismatched_categories_are_named(tmp_path):
