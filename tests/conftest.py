@@ -73,7 +73,7 @@ class LearningBars:
     def check(self) -> None:
         failed = []
         for row in self.rows:
-            bar = f">= {row['at_least']}" if row["at_least"] is not None else f"<= {row['at_most']}"
+            bar = f">= {row['at_least']:g}" if row["at_least"] is not None else f"<= {row['at_most']:g}"
             passed = row["value"] >= row["at_least"] if row["at_least"] is not None else row["value"] <= row["at_most"]
             print(f"{row['metric']}: {row['value']:.4f} (bar {bar}){'' if passed else '  FAILED'}")
             if not passed:

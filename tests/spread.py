@@ -73,7 +73,7 @@ def table(log: Path) -> str:
         row = json.loads(line)
         key = (row["test"], row["metric"])
         values[key].append(row["value"])
-        bars[key] = f">= {row['at_least']}" if row["at_least"] is not None else f"<= {row['at_most']}"
+        bars[key] = f">= {row['at_least']:g}" if row["at_least"] is not None else f"<= {row['at_most']:g}"
         runs[key].add((row["seed"], row["path"], row["threads"]))
     lines = [
         "| test | metric | runs | min | median | max | bar |",

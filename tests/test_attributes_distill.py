@@ -24,8 +24,9 @@ FACES = [
     "trainer.enable_progress_bar=false",
 ]
 # Allowed shortfall of the student's mean AP below its teacher's. The paper's students are within 0.5-2.3 points;
-# these 6-epoch runs are within 0.01-0.05 (tests/README.md), and a student that learns nothing is ~0.3 below.
-ALLOWED_GAP = 0.10
+# these 6-epoch runs are within 0.007-0.066 over seeds, CPU kernel paths and thread counts (tests/README.md), and a
+# student that learns nothing is ~0.3 below.
+ALLOWED_GAP = 0.12
 
 
 def chance_map(run_dir: Path) -> float:

@@ -413,7 +413,7 @@ FINETUNE_BUDGET = [
     "backbone.resolution=64",
     "data.synthetic.num_classes=6",
     "data.synthetic.train_per_class=80",
-    "data.synthetic.test_per_class=20",
+    "data.synthetic.test_per_class=60",  # 360 validation images: top-1 moves by ~2.5 points from sampling alone
     "data.synthetic.image_size=64",
     "data.batch_size=32",
     "data.num_workers=0",
@@ -443,14 +443,9 @@ def test_pretrained_on_shapes_beats_scratch_on_the_breeds(
     print(f"shapes top-1 {pretraining['metrics']['final']['val/top1']:.3f}; breeds after fine-tuning: {summary}")
     pretrained, scratch = results["pretrained"]["final"], results["scratch"]["final"]
     chance = 1 / 6
-    # The loss gap is the steady signal (a broken transfer leaves it near 0); top-1 on 120 images moves by several
-    # points between runs, so its bars sit lower. The spread is in tests/README.md.
+    # The loss gap is the steady signal: -0.44 to -0.79 over seeds and CPU kernel paths, and exactly 0 for a
+    # transfer that loads nothing (the two runs share the seed). The top-1 gap is not (0.04 to 0.28: a weak shapes
+    # run meets a lucky scratch run), so it is printed above, not asserted. The spread is in tests/README.md.
     bars.measure("pretrained - scratch val/loss", pretrained["val/loss"] - scratch["val/loss"], at_most=-0.3)
-    bars.measure("pretrained - scratch val/top1", pretrained["val/top1"] - scratch["val/top1"], at_least=0.05)
-    bars.measure(
-        "pretrained - scratch val/mean_class_accuracy",
-        pretrained["val/mean_class_accuracy"] - scratch["val/mean_class_accuracy"],
-        at_least=0.05,
-    )
     bars.measure("pretrained val/top1", pretrained["val/top1"], at_least=1.5 * chance)
     bars.check()
