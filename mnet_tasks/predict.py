@@ -3,7 +3,7 @@
 ``python -m mnet_tasks.predict model=<checkpoint | .onnx | .pt> images=<folder> [output_dir=...]`` writes
 ``predictions.csv`` and ``predictions.json`` in ``output_dir``. A checkpoint runs in PyTorch with BatchNorm folded
 and channels_last memory; an exported ``.onnx`` in ONNX Runtime (int8 models too), a ``.pt`` as TorchScript. Every
-image goes through the model's preprocessing (from its model card); its task family reads the outputs:
+image goes through the model's preprocessing (from its model card); its task adapter reads the outputs:
 
 - classification, fine-grained: the top class and its probability, and the ``top_k`` classes;
 - attributes: the probability of every attribute, and the attributes present (probability >= 0.5);
@@ -29,11 +29,15 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from mnet_tasks.adapter import RunExported, adapter_of
 from mnet_tasks.config import ConfigError
-from mnet_tasks.data.imagefolder import is_image_file
+from mnet_tasks.data.datamodule import is_image_file
 from mnet_tasks.data.images import ImageReadError, read_rgb
-from mnet_tasks.export import load_torchscript, onnx_call, onnx_card, onnx_session, torch_call
-from mnet_tasks.inference import ModelCard, RunExported, compose_for_checkpoint, load_trained, validation_crop
+from mnet_tasks.export import load_torchscript, torch_call
+from mnet_tasks.model_card import ModelCard
+from mnet_tasks.onnx_io import onnx_call, onnx_card, onnx_session
+from mnet_tasks.registry import task_class
+from mnet_tasks.trained import compose_for_checkpoint, load_trained, validation_crop
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +117,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("images is required: images=/path/to/folder")
     paths = list_images(cfg.images)
     card, run_model, runtime = load_model(cfg.model, validation_crop(cfg), cfg.threads)
-    family = card.task_family()
+    adapter = adapter_of(task_class(card.family))
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(
@@ -126,12 +130,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for batch in loader:
         skipped += batch["skipped"]
         if batch["images"]:
-            described = family.describe(card, family.run(run_model, batch["images"], card), batch["paths"], cfg)
-            family.save_pictures(output_dir, card, described, batch["images"])
+            described = adapter.describe(card, adapter.run(run_model, batch["images"], card), batch["paths"], cfg)
+            adapter.save_pictures(output_dir, card, described, batch["images"])
             records += described
     for entry in skipped:
         log.warning("skipped: %s", entry["error"])
-    family.write_predictions(output_dir, card, records)
+    adapter.write_predictions(output_dir, card, records)
     result = {
         "model": str(cfg.model),
         "runtime": runtime,

@@ -14,15 +14,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from mnet_tasks.data.celeba import (
+from mnet_tasks.tasks.attributes import synthetic as faces
+from mnet_tasks.tasks.attributes.data import (
     CelebADataModule,
     CelebAFormatError,
     read_attribute_file,
     read_attribute_names,
     read_partition_file,
 )
-from mnet_tasks.data.synthetic import faces
-from mnet_tasks.tasks.attributes import (
+from mnet_tasks.tasks.attributes.module import (
     AttributeTask,
     TeacherOptions,
     distillation_loss,
@@ -189,7 +189,7 @@ def test_datamodule_names_missing_files(tmp_path: Path, caplog) -> None:
 
 def test_synthetic_faces_are_written_in_the_celeba_layout(tmp_path: Path) -> None:
     params = {"train_images": 5, "unlabeled_images": 3, "val_images": 2, "test_images": 1, "image_width": 40}
-    root = faces.generate_faces(tmp_path / faces.faces_folder_name(**params), **params)
+    root = faces.FACES.generate(tmp_path / faces.FACES.folder_name(**params), **params)
     table = read_attribute_file(root / "list_attr_celeba.txt")
     partition = read_partition_file(root / "list_eval_partition.txt")
     assert table.names == faces.ATTRIBUTE_NAMES and len(table.images) == 8  # the count line was checked too

@@ -42,6 +42,7 @@ def test_a_distilled_025_student_comes_close_to_its_trained_teacher(
 ):
     rows = distill.main(
         [
+            "experiment=attributes_distill",
             *FACES,
             "backbone.alpha=0.5",  # the teacher; the student's own override below wins for the student
             "trainer.max_epochs=6",

@@ -20,11 +20,11 @@ from mnet_tasks.data.bad_files import (
     SkippingDataLoader,
     TooManyBadFiles,
 )
-from mnet_tasks.data.celeba import CelebADataModule
-from mnet_tasks.data.coco import CocoDataModule
-from mnet_tasks.data.imagefolder import ImageFolderDataModule
-from mnet_tasks.data.synthetic.coco_shapes import generate_coco_shapes
 from mnet_tasks.run import run
+from mnet_tasks.tasks.attributes.data import CelebADataModule
+from mnet_tasks.tasks.classification.data import ImageFolderDataModule
+from mnet_tasks.tasks.detection.data import CocoDataModule
+from mnet_tasks.tasks.detection.synthetic import COCO_SHAPES
 
 RNG = np.random.default_rng(0)
 CLASSES = ("circle", "square")
@@ -190,7 +190,7 @@ def test_celeba_skips_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_coco_skips_missing_unreadable_and_missized_images(tmp_path: Path) -> None:
     params = {"num_classes": 2, "train_images": 10, "val_images": 4, "image_size": 64, "max_objects": 2}
-    root = generate_coco_shapes(tmp_path / "coco", **params)
+    root = COCO_SHAPES.generate(tmp_path / "coco", **params)
     train = sorted((root / "train2017").iterdir())
     train[0].write_bytes(train[0].read_bytes()[:300])
     train[1].write_bytes(b"")

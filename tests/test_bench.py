@@ -17,7 +17,7 @@ from mnet_tasks.bench import (
     task_subjects,
     time_interleaved,
 )
-from mnet_tasks.detection.deploy import DetectionFamily
+from mnet_tasks.tasks.detection.adapter import DetectionAdapter
 
 
 def read_rows(path) -> list[dict[str, str]]:
@@ -70,7 +70,7 @@ def test_timers_take_turns_within_each_round():
 
 
 def test_detection_benchmark_runs_ssd_beside_torchvisions_ssdlite_eager_and_exported():
-    subjects, anchor = task_subjects(DetectionFamily(), [0.25], [128], None)
+    subjects, anchor = task_subjects(DetectionAdapter(), [0.25], [128], None)
     runtimes = ["eager_nchw", "onnxruntime_fp32"]
     rows = benchmark(subjects, runtimes, 1, repeats=2, warmup=1, rounds=1, throughput_batch=0)
     assert anchor == "torchvision_ssdlite320_mobilenet_v3_large"

@@ -9,7 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import QUICK, run_cli
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,8 +77,9 @@ def test_console_script_matches_python_m(tmp_path):
     assert via_script.returncode == 0 and via_script.stdout.decode() == via_module.stdout
 
 
-def test_wheel_ships_the_configs_and_runs_from_them(tmp_path):
-    """The packaged-configs problem: an installed (non-editable) package must find conf/ inside itself."""
+def test_wheel_ships_the_configs_and_runs_a_task_from_them(tmp_path, data_dir):
+    """The packaged-configs problem: an installed (non-editable) package must find the core configs inside itself
+    and each task's configs inside its task package, through the entry points, from any folder."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, REPO],
         check=True,
@@ -85,20 +87,30 @@ def test_wheel_ships_the_configs_and_runs_from_them(tmp_path):
     )
     (wheel,) = tmp_path.glob("mnet_tasks-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "mnet_tasks/conf/config.yaml" in names and "mnet_tasks/conf/task/classification.yaml" in names
+    assert "mnet_tasks/conf/config.yaml" in names
+    assert not [name for name in names if name.startswith(("mnet_tasks/conf/task/", "mnet_tasks/conf/data/"))]
+    assert "mnet_tasks/tasks/classification/conf/task/classification.yaml" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", "import mnet_tasks.config as c; print(c.config_dir())"],
-        cwd=workdir,
-        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+    def python(*args: str) -> str:
+        result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    assert (
+        Path(python("-c", "import mnet_tasks.config as c; print(c.config_dir())").strip())
+        == site / "mnet_tasks" / "conf"
     )
-    assert Path(result.stdout.strip()) == site / "mnet_tasks" / "conf"
+    python("-m", "mnet_tasks", *QUICK, f"paths.data_dir={data_dir}", "trainer.fast_dev_run=true", "hydra.run.dir=run")
+    record = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["task"] == "classification"
+    sources = OmegaConf.load(workdir / "run" / ".hydra" / "hydra.yaml").hydra.runtime.config_sources
+    assert {"path": "mnet_tasks.tasks.classification.conf", "schema": "pkg", "provider": "mnet_tasks-plugin"} in sources
+    assert {"path": str(site / "mnet_tasks" / "conf"), "schema": "file", "provider": "main"} in sources
 
 
 @pytest.mark.slow

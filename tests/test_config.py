@@ -6,8 +6,9 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from mnet_tasks.config import ConfigError, compose_config, validate_config
-from mnet_tasks.run import build_task, run
+from mnet_tasks.config import ConfigError, compose_config
+from mnet_tasks.run import run
+from mnet_tasks.task_module import build_task, validate_config
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra.errors import HydraException
 
-from mnet_tasks.config import compose_config, validate_config
-from mnet_tasks.run import build_task, run
+from mnet_tasks.config import compose_config
+from mnet_tasks.run import run
+from mnet_tasks.task_module import build_task, validate_config
 
 
 @pytest.mark.parametrize(

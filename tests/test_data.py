@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mnet_tasks.data.cache import MARKER_NAME
 from PIL import Image
 
-from mnet_tasks.data import ImageFolderDataModule, generate_shapes
-from mnet_tasks.data.imagefolder import ImageFolderDataset
 from mnet_tasks.data.images import ImageReadError, read_rgb
-from mnet_tasks.data.synthetic import shapes
-from mnet_tasks.data.synthetic.cache import MARKER_NAME
 from mnet_tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from mnet_tasks.tasks.classification import synthetic as shapes
+from mnet_tasks.tasks.classification.data import ImageFolderDataModule, ImageFolderDataset
+from mnet_tasks.tasks.classification.synthetic import SHAPES
 
 SMALL = {"num_classes": 4, "train_per_class": 6, "val_per_class": 3, "image_size": 48}
 
@@ -30,15 +30,15 @@ def file_mtimes(root: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_shapes(tmp_path_factory.mktemp("cache") / shapes.shapes_folder_name(**SMALL), **SMALL)
+    return SHAPES.generate(tmp_path_factory.mktemp("cache") / shapes.SHAPES.folder_name(**SMALL), **SMALL)
 
 
 # --- synthetic shapes ---------------------------------------------------------------------------
 
 
 def test_generation_is_deterministic_per_seed(tmp_path: Path, shapes_root: Path) -> None:
-    again = file_bytes(generate_shapes(tmp_path / "again", **SMALL))
-    other_seed = file_bytes(generate_shapes(tmp_path / "other", **SMALL, seed=1))
+    again = file_bytes(SHAPES.generate(tmp_path / "again", **SMALL))
+    other_seed = file_bytes(SHAPES.generate(tmp_path / "other", **SMALL, seed=1))
 
     assert again == file_bytes(shapes_root)
     assert again.keys() == other_seed.keys()
@@ -63,13 +63,13 @@ def test_generation_layout_and_counts(shapes_root: Path) -> None:
 
 def test_generation_reuses_a_complete_dataset(shapes_root: Path) -> None:
     before = file_mtimes(shapes_root)
-    assert generate_shapes(shapes_root, **SMALL) == shapes_root
+    assert SHAPES.generate(shapes_root, **SMALL) == shapes_root
     assert file_mtimes(shapes_root) == before
 
 
 def test_generation_refuses_a_dataset_made_with_other_parameters(shapes_root: Path) -> None:
     with pytest.raises(ValueError, match="other parameters") as error:
-        generate_shapes(shapes_root, **{**SMALL, "seed": 7})
+        SHAPES.generate(shapes_root, **{**SMALL, "seed": 7})
     message = str(error.value)
     assert str(shapes_root) in message
     assert "'seed': 0" in message and "'seed': 7" in message
@@ -80,13 +80,13 @@ def test_generation_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="no complete synthetic dataset"):
-        generate_shapes(tmp_path / "data", **SMALL)
+        SHAPES.generate(tmp_path / "data", **SMALL)
     assert (tmp_path / "data" / "notes.txt").read_text() == "mine"
 
 
 def test_too_many_classes_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"num_classes={len(shapes.SHAPE_NAMES) + 1}"):
-        generate_shapes(tmp_path / "data", num_classes=len(shapes.SHAPE_NAMES) + 1)
+        SHAPES.generate(tmp_path / "data", num_classes=len(shapes.SHAPE_NAMES) + 1)
     assert not (tmp_path / "data").exists()
 
 
@@ -102,11 +102,11 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(shapes, "render_shape_image", render_then_fail)
     with pytest.raises(KeyboardInterrupt):
-        generate_shapes(tmp_path / "data", **SMALL)
+        SHAPES.generate(tmp_path / "data", **SMALL)
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setattr(shapes, "render_shape_image", real_render)
-    root = generate_shapes(tmp_path / "data", **SMALL)
+    root = SHAPES.generate(tmp_path / "data", **SMALL)
     assert (root / MARKER_NAME).is_file()
 
 
@@ -115,11 +115,11 @@ def test_a_run_that_finished_first_is_kept(tmp_path: Path, monkeypatch: pytest.M
 
     def other_run_finishes_first(*args, **kwargs):
         monkeypatch.setattr(shapes, "render_shape_image", real_render)
-        generate_shapes(tmp_path / "data", **SMALL)
+        SHAPES.generate(tmp_path / "data", **SMALL)
         return real_render(*args, **kwargs)
 
     monkeypatch.setattr(shapes, "render_shape_image", other_run_finishes_first)
-    root = generate_shapes(tmp_path / "data", **SMALL)
+    root = SHAPES.generate(tmp_path / "data", **SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
     assert (root / MARKER_NAME).is_file()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from mnet_tasks.data.synthetic.coco_shapes import CATEGORY_IDS
 from mnet_tasks.export import export
-from mnet_tasks.inference import compose_for_checkpoint
 from mnet_tasks.predict import predict
+from mnet_tasks.tasks.detection.synthetic import CATEGORY_IDS
+from mnet_tasks.trained import compose_for_checkpoint
 
 TINY = [
     "backbone.alpha=0.25",

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from pycocotools.cocoeval import COCOeval
 
-from mnet_tasks.data.coco import CocoDataModule, CocoDetectionDataset, parse_coco
-from mnet_tasks.data.synthetic.coco_shapes import CATEGORY_IDS, coco_shapes_folder_name, generate_coco_shapes
-from mnet_tasks.data.transforms import detection_transform
-from mnet_tasks.detection.coco_eval import CategoryMap, coco_evaluate, load_coco, to_coco_results
+from mnet_tasks.tasks.detection.coco_eval import CategoryMap, coco_evaluate, load_coco, to_coco_results
+from mnet_tasks.tasks.detection.data import CocoDataModule, CocoDetectionDataset, parse_coco
+from mnet_tasks.tasks.detection.synthetic import CATEGORY_IDS, COCO_SHAPES
+from mnet_tasks.tasks.detection.transforms import detection_transform
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco-val2017-2img" / "instances_val2017.json"
 SMALL_SYNTHETIC = {"num_classes": 3, "train_images": 24, "val_images": 8, "image_size": 96, "max_objects": 3}
@@ -40,7 +40,7 @@ def any_coco(request, tmp_path) -> tuple[Path, Path]:
     """The real COCO val2017 annotations (with blank images), or the synthetic val split."""
     if request.param == "real":
         return request.getfixturevalue("real_coco")
-    root = generate_coco_shapes(tmp_path / "synthetic", **SMALL_SYNTHETIC)
+    root = COCO_SHAPES.generate(tmp_path / "synthetic", **SMALL_SYNTHETIC)
     return root / "annotations" / "instances_val2017.json", root / "val2017"
 
 
@@ -120,7 +120,7 @@ def test_shifted_boxes_give_the_known_ap(tmp_path):
     # Shifting every box by a fifth of its width gives IoU (1 - 0.2) / (1 + 0.2) = 2/3 with its ground truth: a
     # match at the IoU thresholds 0.50 .. 0.65 (4 of 10) and none above, so AP@[.5:.95] = 0.4. The synthetic
     # objects barely overlap, so no shifted box can match a neighbour instead (on COCO's crowded street it can).
-    root = generate_coco_shapes(tmp_path, **SMALL_SYNTHETIC)
+    root = COCO_SHAPES.generate(tmp_path, **SMALL_SYNTHETIC)
     coco, categories, per_image = ground_truth_detections(
         root / "annotations" / "instances_val2017.json", root / "val2017", shift=0.2
     )
@@ -253,7 +253,7 @@ def test_image_of_another_size_than_its_annotation_is_named(real_coco, tmp_path)
 
 
 def test_synthetic_set_is_valid_coco_with_sparse_ids(tmp_path):
-    root = generate_coco_shapes(tmp_path / "a", **SMALL_SYNTHETIC, seed=3)
+    root = COCO_SHAPES.generate(tmp_path / "a", **SMALL_SYNTHETIC, seed=3)
     for split in ("train2017", "val2017"):
         annotation_file = root / "annotations" / f"instances_{split}.json"
         coco = load_coco(annotation_file)
@@ -268,7 +268,7 @@ def test_synthetic_set_is_valid_coco_with_sparse_ids(tmp_path):
         for info in images.values():
             assert Image.open(root / split / info["file_name"]).size == (info["width"], info["height"])
     # Deterministic: the same parameters write the same annotations.
-    again = generate_coco_shapes(tmp_path / "b", **SMALL_SYNTHETIC, seed=3)
+    again = COCO_SHAPES.generate(tmp_path / "b", **SMALL_SYNTHETIC, seed=3)
     for split in ("train2017", "val2017"):
         name = f"annotations/instances_{split}.json"
         assert (root / name).read_text() == (again / name).read_text()
@@ -279,7 +279,7 @@ def test_datamodule_batches_follow_the_detection_contract(tmp_path):
         cache_dir=str(tmp_path), image_size=96, batch_size=4, num_workers=0, synthetic=SMALL_SYNTHETIC
     )
     data.prepare_data()
-    assert data.data_dir.name == coco_shapes_folder_name(**SMALL_SYNTHETIC)
+    assert data.data_dir.name == COCO_SHAPES.folder_name(**SMALL_SYNTHETIC)
     head = data.head_kwargs()
     assert head["num_classes"] == 3 and head["category_ids"] == sorted(CATEGORY_IDS[:3])
     data.setup("fit")
@@ -326,7 +326,7 @@ def without_annotations(root: Path, split: str) -> Path:
 )
 def test_a_split_without_annotations_is_refused_naming_its_json(tmp_path, split, stage, message):
     """Training without a single box would learn only background; validation without them has nothing to score."""
-    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    root = COCO_SHAPES.generate(tmp_path / "coco", **SMALL_SYNTHETIC)
     path = without_annotations(root, split)
     data = CocoDataModule(root=str(root), image_size=96, num_workers=0)
     with pytest.raises(ValueError) as error:
@@ -340,7 +340,7 @@ def test_missing_files_and_mismatched_categories_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"data\.root is required"):
         CocoDataModule(root=None, synthetic=None)
 
-    root = generate_coco_shapes(tmp_path / "coco", **SMALL_SYNTHETIC)
+    root = COCO_SHAPES.generate(tmp_path / "coco", **SMALL_SYNTHETIC)
     val_file = root / "annotations" / "instances_val2017.json"
     record = json.loads(val_file.read_text())
     record["categories"] = record["categories"][:2]

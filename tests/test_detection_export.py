@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mnet_tasks.config import ConfigError, compose_config
-from mnet_tasks.export import export, onnx_session
-from mnet_tasks.inference import compose_for_checkpoint, load_trained
-from mnet_tasks.run import build_task
+from mnet_tasks.export import export
+from mnet_tasks.onnx_io import onnx_session
+from mnet_tasks.task_module import build_task
+from mnet_tasks.trained import compose_for_checkpoint, load_trained
 
 
 def graph_ops(graph) -> set[str]:

@@ -7,10 +7,10 @@ import torch
 
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.config import compose_config
-from mnet_tasks.detection.anchors import TFDefaultBoxes
-from mnet_tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
-from mnet_tasks.profile import profile_model
-from mnet_tasks.run import build_task
+from mnet_tasks.cost import profile_model
+from mnet_tasks.task_module import build_task
+from mnet_tasks.tasks.detection.anchors import TFDefaultBoxes
+from mnet_tasks.tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
 
 COCO_CLASSES = 90  # the paper's count (91 with background), as in the TF configs
 

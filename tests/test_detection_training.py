@@ -9,8 +9,8 @@ import pytest
 from mnet_tasks.config import compose_config
 from mnet_tasks.run import run
 
-# The recipe's 20 epochs (conf/recipe/detection.yaml) end anywhere from AP50 0.48 to 0.65 with the dataloader's
-# random streams (workers, seed); 30 put the bar out of that noise: 0.75 where 20 gave 0.48.
+# The default 20 epochs (detection's conf/task_defaults/detection.yaml) end anywhere from AP50 0.48 to 0.65 with
+# the dataloader's random streams (workers, seed); 30 put the bar out of that noise: 0.75 where 20 gave 0.48.
 EPOCHS = 30
 
 

@@ -13,9 +13,10 @@ import torch
 
 from mnet_tasks import MobileNetV1, load_pretrained
 from mnet_tasks.config import ConfigError, compose_config
-from mnet_tasks.export import export, load_torchscript, onnx_card, onnx_session
-from mnet_tasks.inference import compose_for_checkpoint, load_trained
+from mnet_tasks.export import export, load_torchscript
+from mnet_tasks.onnx_io import onnx_card, onnx_session
 from mnet_tasks.run import run
+from mnet_tasks.trained import compose_for_checkpoint, load_trained
 
 COMMON = [
     "backbone.alpha=0.25",

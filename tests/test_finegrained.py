@@ -15,15 +15,15 @@ import timm
 import torch
 from conftest import QUICK
 from hydra.utils import instantiate
+from mnet_tasks.data.cache import MARKER_NAME
 from PIL import Image
 
 from mnet_tasks.config import compose_config
-from mnet_tasks.data.splitlist import SplitListDataModule, read_split_list
-from mnet_tasks.data.synthetic import finegrained
-from mnet_tasks.data.synthetic.cache import MARKER_NAME
-from mnet_tasks.profile import profile_model
-from mnet_tasks.run import build_task, run
-from mnet_tasks.tasks.base import FinetuneOptions
+from mnet_tasks.cost import profile_model
+from mnet_tasks.run import run
+from mnet_tasks.task_module import FinetuneOptions, build_task
+from mnet_tasks.tasks.finegrained import synthetic as finegrained
+from mnet_tasks.tasks.finegrained.data import SplitListDataModule, read_split_list
 
 # The synthetic breeds, small: six breeds (ears x saddle), 64 px.
 BREEDS_SMALL = {"num_classes": 6, "train_per_class": 5, "test_per_class": 3, "image_size": 64}
@@ -221,7 +221,9 @@ def test_crop_to_box_crops_to_the_annotation(dogs_root: Path, caplog) -> None:
 @pytest.fixture(scope="module")
 def breeds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
-    return finegrained.generate_finegrained(cache / finegrained.finegrained_folder_name(**BREEDS_SMALL), **BREEDS_SMALL)
+    return finegrained.BREED_IMAGES.generate(
+        cache / finegrained.BREED_IMAGES.folder_name(**BREEDS_SMALL), **BREEDS_SMALL
+    )
 
 
 def test_synthetic_breeds_are_written_in_the_stanford_dogs_files(breeds_root: Path) -> None:
@@ -245,12 +247,12 @@ def test_synthetic_breeds_are_written_in_the_stanford_dogs_files(breeds_root: Pa
 
 
 def test_synthetic_breeds_are_deterministic(tmp_path: Path, breeds_root: Path) -> None:
-    again = finegrained.generate_finegrained(tmp_path / "again", **BREEDS_SMALL)
+    again = finegrained.BREED_IMAGES.generate(tmp_path / "again", **BREEDS_SMALL)
     image = "Images/n90000003-floppy_ears_plain_tail_solid/n90000003_00006.jpg"
     assert (again / image).read_bytes() == (breeds_root / image).read_bytes()
     assert read_split_list(again / "test_list.mat") == read_split_list(breeds_root / "test_list.mat")
-    other = finegrained.finegrained_folder_name(**{**BREEDS_SMALL, "seed": 1})
-    assert other != finegrained.finegrained_folder_name(**BREEDS_SMALL)
+    other = finegrained.BREED_IMAGES.folder_name(**{**BREEDS_SMALL, "seed": 1})
+    assert other != finegrained.BREED_IMAGES.folder_name(**BREEDS_SMALL)
 
 
 def test_breeds_differ_only_in_their_details() -> None:
@@ -266,7 +268,7 @@ def test_breeds_differ_only_in_their_details() -> None:
 
 def test_too_many_breeds_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"data\.synthetic\.num_classes=13"):
-        finegrained.generate_finegrained(tmp_path / "data", num_classes=13)
+        finegrained.BREED_IMAGES.generate(tmp_path / "data", num_classes=13)
     assert not (tmp_path / "data").exists()
 
 

@@ -14,13 +14,13 @@ import s2geometry as s2
 import torch
 from PIL import Image
 
-from mnet_tasks.data.geo import GeoDataModule, read_geo_list
-from mnet_tasks.data.synthetic.geo import generate_geo, sample_locations
-from mnet_tasks.geo.baseline import best_constant_guess
-from mnet_tasks.geo.cells import Cell, Partition, build_partition, read_partitions, write_partitions
-from mnet_tasks.geo.distance import EARTH_RADIUS_KM, great_circle_km, to_lat_lon, to_unit_vectors
-from mnet_tasks.geo.metrics import AccuracyWithin, MedianDistance, geo_metrics
-from mnet_tasks.geo.plot import error_segments, plot_locations
+from mnet_tasks.tasks.geolocalization.baseline import best_constant_guess
+from mnet_tasks.tasks.geolocalization.cells import Cell, Partition, build_partition, read_partitions, write_partitions
+from mnet_tasks.tasks.geolocalization.data import GeoDataModule, read_geo_list
+from mnet_tasks.tasks.geolocalization.distance import EARTH_RADIUS_KM, great_circle_km, to_lat_lon, to_unit_vectors
+from mnet_tasks.tasks.geolocalization.metrics import AccuracyWithin, MedianDistance, geo_metrics
+from mnet_tasks.tasks.geolocalization.plot import error_segments, plot_locations
+from mnet_tasks.tasks.geolocalization.synthetic import GEO_PHOTOS, sample_locations
 
 CITIES = {
     "london": (51.5074, -0.1278),
@@ -232,7 +232,7 @@ def test_metrics_reject_bad_shapes():
 
 
 def test_best_constant_guess_picks_the_best_single_location_per_scale(monkeypatch):
-    from mnet_tasks.geo import baseline
+    from mnet_tasks.tasks.geolocalization import baseline
 
     paris, london = CITIES["paris"], CITIES["london"]  # 344 km apart
     truth = np.array([paris, paris, (km_north(paris[0], 30.0), paris[1]), london])
@@ -295,7 +295,7 @@ def test_bad_rows_are_counted_reported_with_line_numbers_and_not_used(tmp_path, 
     (tmp_path / "test.csv").write_text("image,latitude,longitude\nimg/9.jpg,1.0,2.0\nimg/10.jpg,1.0,200\n")
     run = tmp_path / "run"
     module = GeoDataModule(root=str(tmp_path), output_dir=str(run), image_size=32, num_workers=0)
-    with caplog.at_level(logging.WARNING, logger="mnet_tasks.data.geo"):
+    with caplog.at_level(logging.WARNING, logger="mnet_tasks.tasks.geolocalization.data"):
         module.geo_list("train")
         module.geo_list("val")
     assert "skipped 8 of 11 rows" in caplog.text and "lines 3, 4, 5, 6, 7, 10, 11, 12" in caplog.text
@@ -356,7 +356,7 @@ SMALL = {"train_size": 300, "test_size": 40, "image_size": 48, "seed": 0}
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    return generate_geo(tmp_path_factory.mktemp("geo") / "synthetic", **SMALL)
+    return GEO_PHOTOS.generate(tmp_path_factory.mktemp("geo") / "synthetic", **SMALL)
 
 
 def test_synthetic_set_is_written_in_the_list_layout(synthetic_root, tmp_path):
@@ -366,7 +366,7 @@ def test_synthetic_set_is_written_in_the_list_layout(synthetic_root, tmp_path):
         assert listed.images[0] == str(synthetic_root / split / "000000.jpg")
     with Image.open(synthetic_root / "test" / "000039.jpg") as image:
         assert (image.format, image.size) == ("JPEG", (48, 48))
-    again = generate_geo(tmp_path / "again", **SMALL)
+    again = GEO_PHOTOS.generate(tmp_path / "again", **SMALL)
     assert (again / "train.csv").read_bytes() == (synthetic_root / "train.csv").read_bytes()
     assert (again / "train" / "000007.jpg").read_bytes() == (synthetic_root / "train" / "000007.jpg").read_bytes()
 
@@ -408,7 +408,7 @@ def test_data_module_builds_saves_and_reuses_the_partitions(synthetic_root, tmp_
 
 
 def test_baseline_command_reports_every_scale_of_the_configured_data(synthetic_root, capsys):
-    from mnet_tasks.geo.baseline import main
+    from mnet_tasks.tasks.geolocalization.baseline import main
 
     report = main(["task=geolocalization", f"data.root={synthetic_root}"])
     printed = capsys.readouterr().out
@@ -429,7 +429,7 @@ def two_level_partitions() -> tuple[Partition, Partition]:
 
 def make_task(partitions, *overrides):
     from mnet_tasks.config import compose_config
-    from mnet_tasks.run import build_task
+    from mnet_tasks.task_module import build_task
 
     cfg = compose_config(["task=geolocalization", "backbone.alpha=0.25", "backbone.resolution=64", *overrides])
     return build_task(cfg, partitions=[p.to_hparams() for p in partitions])
@@ -505,8 +505,8 @@ def test_error_lines_take_the_short_way_round(tmp_path):
 def test_bare_task_has_the_cost_of_the_papers_mobilenet_planet():
     """Table 11's MobileNet PlaNet: about 13 M parameters (3 M body, 10 M classifier) and 0.58 B MAdds."""
     from mnet_tasks.config import compose_config
-    from mnet_tasks.profile import profile_model
-    from mnet_tasks.run import build_task
+    from mnet_tasks.cost import profile_model
+    from mnet_tasks.task_module import build_task
 
     cfg = compose_config(["task=geolocalization", "backbone.alpha=1.0", "backbone.rho=1.0"])
     task = build_task(cfg)  # the placeholder head of 10,000 cells, no data

@@ -12,11 +12,11 @@ from hydra.errors import InstantiationException
 
 from mnet_tasks import MobileNetV1
 from mnet_tasks.config import compose_config
-from mnet_tasks.data.geo import read_geo_list
-from mnet_tasks.data.synthetic.geo import geo_folder_name
-from mnet_tasks.geo.baseline import best_constant_guess
-from mnet_tasks.geo.cells import read_partitions
 from mnet_tasks.run import run
+from mnet_tasks.tasks.geolocalization.baseline import best_constant_guess
+from mnet_tasks.tasks.geolocalization.cells import read_partitions
+from mnet_tasks.tasks.geolocalization.data import read_geo_list
+from mnet_tasks.tasks.geolocalization.synthetic import GEO_PHOTOS
 
 SCALES = ("val/acc_1km", "val/acc_25km", "val/acc_200km", "val/acc_750km", "val/acc_2500km")
 TINY = [
@@ -64,7 +64,7 @@ def test_geolocation_beats_the_best_constant_guess_at_the_continent_scale(tmp_pa
         ]
     )
     record = run(cfg)
-    constant = best_constant_guess_of(data_dir / geo_folder_name(**synthetic), tmp_path / "cells.csv")
+    constant = best_constant_guess_of(data_dir / GEO_PHOTOS.folder_name(**synthetic), tmp_path / "cells.csv")
     final, best = record["metrics"]["final"], record["metrics"]["best"]
     print(
         f"2500 km: model {final['val/acc_2500km']:.3f} (best epoch {best['val/acc_2500km']:.3f}), best constant guess "

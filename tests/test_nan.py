@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from mnet_tasks.config import compose_config
-from mnet_tasks.run import build_task
+from mnet_tasks.task_module import build_task
 
 
 def _fit_with_nan(quick, tmp_path, nan_batches: set[int], overrides: list[str], steps: int = 4):

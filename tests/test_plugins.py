@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 from conftest import QUICK
 
-from mnet_tasks.config import config_dir
-from mnet_tasks.registry import registered_names
+from mnet_tasks.config import compose_config, config_dir
+from mnet_tasks.registry import config_packages, registered_names
 
 EXAMPLE = Path(__file__).parent / "plugin_example"
 ROOT = Path(__file__).resolve().parents[1]
-# The code that must treat every task alike: it may only reach a task through its config and the registry.
-TASK_NEUTRAL = [
-    "mnet_tasks/run.py",
-    "mnet_tasks/__main__.py",
-    "mnet_tasks/bench.py",
-    "mnet_tasks/leaderboard.py",
-    "mnet_tasks/sweeps.py",
-]
+BUILTIN_TASKS = ROOT / "mnet_tasks" / "tasks"
+# The core: every module outside the task packages. It may only reach a task through its config and the registry.
+CORE_MODULES = sorted(
+    path.relative_to(ROOT).as_posix()
+    for path in (ROOT / "mnet_tasks").rglob("*.py")
+    if BUILTIN_TASKS not in path.parents or path.parent == BUILTIN_TASKS
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +99,29 @@ def test_an_installed_plugin_task_trains_sweeps_and_is_benchmarked(plugin_site, 
     assert "mnet_tasks MobileNetV1 a=0.25" in (tmp_path / "bench" / "bench.csv").read_text()
 
 
-def test_the_readme_shows_the_example_plugin_as_it_is_tested():
-    readme = (ROOT / "README.md").read_text()
-    for path in ["scenes_plugin/task.py", "scenes_plugin/conf/task/scenes.yaml", "scenes_plugin/conf/data/scenes.yaml"]:
-        assert (EXAMPLE / path).read_text().strip() in readme, path
+def test_a_plugin_datamodule_that_inherits_nothing_from_mnet_tasks_trains(plugin_site, tmp_path):
+    """The contract asks a DataModule for ``dataset_name`` and ``head_kwargs()`` only: the bad-file report has less to
+    say about a plain torchvision one, and the run completes."""
+    from mnet_tasks.tasks.classification.synthetic import SHAPES
+
+    root = SHAPES.generate(tmp_path / "data", num_classes=3, train_per_class=6, val_per_class=2, image_size=48)
+    overrides = ["task=scenes", "data=scene_folders", f"data.root={root}", "backbone.alpha=0.25"]
+    run_with_plugin(
+        [*overrides, "backbone.resolution=64", "trainer.max_epochs=1", "hydra.run.dir=run"], plugin_site, tmp_path
+    )
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["dataset"] == root.name
+    assert "val/accuracy" in record["metrics"]["final"]
+    assert json.loads((tmp_path / "run" / "data_report.json").read_text()) == {"dataset": root.name}
+
+
+def test_the_plugin_guide_shows_the_example_plugin_as_it_is_tested():
+    guide = (EXAMPLE / "README.md").read_text()
+    files = ["task.py", "data.py", "conf/task/scenes.yaml", "conf/data/scenes.yaml", "conf/data/scene_folders.yaml"]
+    for path in files:
+        assert (EXAMPLE / "scenes_plugin" / path).read_text().strip() in guide, path
     entry_points = (EXAMPLE / "pyproject.toml").read_text().split("\n\n[project.entry-points")[1:]
-    assert all(f"[project.entry-points{block.strip()}" in readme for block in entry_points)
+    assert all(f"[project.entry-points{block.strip()}" in guide for block in entry_points)
 
 
 def test_the_builtin_tasks_are_registered_like_any_plugin():
@@ -113,8 +129,62 @@ def test_the_builtin_tasks_are_registered_like_any_plugin():
 
 
 def builtin_task_names() -> set[str]:
-    """Every built-in task config and registered task class name."""
-    return {path.stem for path in (config_dir() / "task").glob("*.yaml")} | set(registered_names())
+    """Every built-in task package, task config and registered task class name."""
+    packages = {path.name for path in BUILTIN_TASKS.iterdir() if (path / "__init__.py").is_file()}
+    return packages | {path.stem for path in BUILTIN_TASKS.glob("*/conf/task/*.yaml")} | set(registered_names())
+
+
+def test_the_builtin_tasks_bring_their_configs_as_a_plugin_does():
+    """The core config tree holds no task's yaml: every task and data config comes from a registered package."""
+    core = config_dir()
+    assert not [path for group in ("task", "data", "task_defaults") for path in core.glob(f"{group}/*.yaml")]
+    assert config_packages() == [
+        f"mnet_tasks.tasks.{name}.conf"
+        for name in sorted(
+            builtin_task_names() & {"attributes", "classification", "detection", "finegrained", "geolocalization"}
+        )
+    ]
+    for name in ("classification", "finegrained", "attributes", "detection", "detection_frcnn", "geolocalization"):
+        cfg = compose_config([f"task={name}"])
+        assert cfg.task.name == name or name == "detection_frcnn"
+        assert cfg.data._target_.startswith("mnet_tasks.tasks.")
+
+
+def import_graph(modules: list[str]) -> dict[str, set[str]]:
+    """Which of ``modules`` (dotted names) each imports, at the top or inside a function."""
+    graph = {}
+    for module in modules:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = ROOT / module.replace(".", "/") / "__init__.py"
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        graph[module] = (imported & set(modules)) - {module}
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    modules = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "mnet_tasks").rglob("*.py")
+    ]
+    graph = import_graph(modules)
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(module) :], module]))
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, [*trail, module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
 
 
 def code_words(path: Path) -> set[str]:
@@ -139,6 +209,6 @@ def code_words(path: Path) -> set[str]:
     return words
 
 
-@pytest.mark.parametrize("module", TASK_NEUTRAL)
-def test_task_neutral_code_names_no_builtin_task(module):
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_the_core_names_no_builtin_task(module):
     assert code_words(ROOT / module) & builtin_task_names() == set()

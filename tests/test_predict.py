@@ -16,16 +16,15 @@ from omegaconf import OmegaConf
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.data.images import read_rgb
 from mnet_tasks.export import export
-from mnet_tasks.inference import (
-    AttributesFamily,
-    GeolocalizationFamily,
-    Head,
-    ModelCard,
+from mnet_tasks.model_card import Head, ModelCard
+from mnet_tasks.predict import main, predict
+from mnet_tasks.run import run
+from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
+from mnet_tasks.tasks.geolocalization.adapter import GeolocalizationAdapter
+from mnet_tasks.trained import (
     compose_for_checkpoint,
     load_trained,
 )
-from mnet_tasks.predict import main, predict
-from mnet_tasks.run import run
 
 TINY = [*QUICK, "trainer.max_epochs=1"]
 
@@ -93,29 +92,29 @@ def test_the_command_writes_to_its_default_folder_and_logs_skipped_images(model,
 
 
 def test_attribute_and_cell_predictions_are_written_by_name(tmp_path):
-    def card(family, head: Head) -> ModelCard:
-        outputs = family.output_names([head])
-        return ModelCard("task", "family", 0.25, 64, 1.0, [head], head.name, outputs, family.activation)
+    def card(adapter, head: Head) -> ModelCard:
+        outputs = adapter.output_names([head])
+        return ModelCard("task", "task", 0.25, 64, 1.0, [head], head.name, outputs, adapter.activation)
 
     options = OmegaConf.create({"top_k": 5})
-    family = AttributesFamily()
-    attributes = card(family, Head("attributes", 3, labels=["Smiling", "Bald", "Young"]))
+    adapter = AttributesAdapter()
+    attributes = card(adapter, Head("attributes", 3, labels=["Smiling", "Bald", "Young"]))
     outputs = {"logits": np.zeros((2, 3)), "probabilities": np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.4]])}
-    records = family.describe(attributes, outputs, ["a.jpg", "b.jpg"], options)
+    records = adapter.describe(attributes, outputs, ["a.jpg", "b.jpg"], options)
     assert [record["present"] for record in records] == [["Smiling", "Young"], ["Bald"]]
     (tmp_path / "attributes").mkdir()
-    family.write_predictions(tmp_path / "attributes", attributes, records)
+    adapter.write_predictions(tmp_path / "attributes", attributes, records)
     rows = list(csv.reader((tmp_path / "attributes" / "predictions.csv").read_text().splitlines()))
     assert rows[0] == ["image", "Smiling", "Bald", "Young"]
     assert [float(value) for value in rows[2][1:]] == [0.2, 0.7, 0.4]
 
-    family = GeolocalizationFamily()
-    cells = card(family, Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]]))
+    adapter = GeolocalizationAdapter()
+    cells = card(adapter, Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]]))
     outputs = {"logits": np.zeros((1, 3)), "probabilities": np.array([[0.2, 0.5, 0.3]])}
-    records = family.describe(cells, outputs, ["c.jpg"], OmegaConf.create({"top_k": 2}))
+    records = adapter.describe(cells, outputs, ["c.jpg"], OmegaConf.create({"top_k": 2}))
     assert (records[0]["label"], records[0]["latitude"], records[0]["longitude"]) == ("8c", 3, 4)
     assert [entry["label"] for entry in records[0]["top_k"]] == ["8c", "94"]
-    family.write_predictions(tmp_path, cells, records)
+    adapter.write_predictions(tmp_path, cells, records)
     rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
     assert rows == [
         ["image", "label", "probability", "latitude", "longitude", "top_k"],

@@ -3,7 +3,7 @@
 import pytest
 
 from mnet_tasks import MobileNetV1
-from mnet_tasks.profile import format_cost, profile_model
+from mnet_tasks.cost import format_cost, profile_model
 
 # (model kwargs, input size, paper MAdds in millions, paper params in millions), 1000 classes.
 PAPER_COSTS = [
@@ -45,7 +45,7 @@ def test_profiling_leaves_the_model_in_training_mode():
 
 
 def test_profile_command_reads_the_resolved_input_size(capsys):
-    from mnet_tasks.profile import main
+    from mnet_tasks.cost import main
 
     main(["backbone.alpha=0.5", "backbone.rho=0.714"])
     out = capsys.readouterr().out

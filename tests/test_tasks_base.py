@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnet_tasks import MobileNetV1
-from mnet_tasks.tasks.base import lr_multiplier, parameter_groups
+from mnet_tasks.task_module import lr_multiplier, parameter_groups
 
 
 def test_weight_decay_spares_depthwise_filters_bn_and_biases():
@@ -56,7 +56,7 @@ def test_unknown_schedule_names_the_key():
 
 def test_optimizer_and_scheduler_from_config():
     from mnet_tasks.config import compose_config
-    from mnet_tasks.run import build_task
+    from mnet_tasks.task_module import build_task
 
     module = build_task(compose_config(["backbone.alpha=0.25", "task.lr_schedule.name=exponential"]), num_classes=3)
 

@@ -157,7 +157,12 @@ def describe_report(report: Mapping[str, Mapping[str, int]]) -> str:
 class BadFileReport(pl.Callback):
     """What the data dropped, in the run folder: ``data_report.json`` (the DataModule's ``data_report()``: samples
     and problems per split, found while listing the data) before training, and after every epoch a log line and
-    ``skipped_files.csv`` (every distinct file skipped so far). Stops the run over ``data.max_skipped_files``."""
+    ``skipped_files.csv`` (every distinct file skipped so far). Stops the run over ``data.max_skipped_files``.
+
+    Both are optional parts of a DataModule (:class:`~mnet_tasks.data.datamodule.ImageDataModule` has them): with
+    no ``data_report()`` the report names the dataset only, and with no ``skipped_files`` (a :class:`SkippedFiles`
+    that its :class:`SkippingDataLoader` fill) there is nothing to list.
+    """
 
     def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
@@ -165,12 +170,14 @@ class BadFileReport(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning calls this right after the DataModule's setup: the datasets are listed, nothing trained yet.
         datamodule = trainer.datamodule
-        report = datamodule.data_report()
+        report = datamodule.data_report() if hasattr(datamodule, "data_report") else {}
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             path = self.output_dir / DATA_REPORT
-            path.write_text(json.dumps({"dataset": datamodule.dataset_name, **report}, indent=2) + "\n")
-            log.info("data (%s):\n%s", path, describe_report(report))
+            dataset = getattr(datamodule, "dataset_name", None)
+            path.write_text(json.dumps({"dataset": dataset, **report}, indent=2) + "\n")
+            if report:
+                log.info("data (%s):\n%s", path, describe_report(report))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report(trainer)
@@ -180,11 +187,14 @@ class BadFileReport(pl.Callback):
             self._report(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.datamodule is not None and trainer.is_global_zero:
-            trainer.datamodule.skipped_files.write_csv(self.output_dir / SKIPPED_FILES)
+        skipped = skipped_files_of(trainer)
+        if skipped is not None and trainer.is_global_zero:
+            skipped.write_csv(self.output_dir / SKIPPED_FILES)
 
     def _report(self, trainer: pl.Trainer) -> None:
-        skipped: SkippedFiles = trainer.datamodule.skipped_files
+        skipped = skipped_files_of(trainer)
+        if skipped is None:
+            return
         since_report: Counter[str] = Counter()
         for reasons, counts in gather_objects((skipped.reasons, skipped.since_report)):
             for key, reason in reasons.items():
@@ -204,3 +214,9 @@ class BadFileReport(pl.Callback):
                 self.output_dir / SKIPPED_FILES,
             )
         skipped.check_limit()
+
+
+def skipped_files_of(trainer: pl.Trainer) -> SkippedFiles | None:
+    """The DataModule's record of skipped files, if it keeps one."""
+    skipped = getattr(trainer.datamodule, "skipped_files", None)
+    return skipped if isinstance(skipped, SkippedFiles) else None
