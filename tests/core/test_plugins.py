@@ -16,8 +16,8 @@ from conftest import QUICK
 from mnet_tasks.config import compose_config, config_dir
 from mnet_tasks.registry import config_packages, registered_names
 
-EXAMPLE = Path(__file__).parent / "plugin_example"
-ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
+ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_TASKS = ROOT / "mnet_tasks" / "tasks"
 # The core: every module outside the task packages. It may only reach a task through its config and the registry.
 CORE_MODULES = sorted(

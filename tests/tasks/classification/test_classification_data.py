@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mnet_tasks.data.cache import MARKER_NAME
 from PIL import Image
 
 from mnet_tasks.data.images import ImageReadError, read_rgb
+from mnet_tasks.data.synthetic import MARKER_NAME
 from mnet_tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from mnet_tasks.tasks.classification import synthetic as shapes
 from mnet_tasks.tasks.classification.data import ImageFolderDataModule, ImageFolderDataset

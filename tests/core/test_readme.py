@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from mnet_tasks import MobileNetV1
 from mnet_tasks import weights as weights_module
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 
 

@@ -10,8 +10,8 @@ import torch
 from hydra.errors import HydraException
 
 from mnet_tasks.config import compose_config
-from mnet_tasks.run import run
-from mnet_tasks.task_module import build_task, validate_config
+from mnet_tasks.run import run, validate_config
+from mnet_tasks.task_module import build_task
 
 
 @pytest.mark.parametrize(

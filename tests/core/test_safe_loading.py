@@ -13,11 +13,12 @@ from mnet_tasks import MobileNetV1, load_pretrained
 from mnet_tasks.checkpoints import check_targets
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.registry import CHECKPOINT_KEY
-from mnet_tasks.task_module import build_task, validate_config
+from mnet_tasks.run import validate_config
+from mnet_tasks.task_module import build_task
 from mnet_tasks.tasks.attributes.module import TeacherOptions, load_teacher
 from mnet_tasks.trained import load_trained
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ATTACK = {"_target_": "os.system", "command": "touch /tmp/mnet_tasks_was_attacked"}
 
 

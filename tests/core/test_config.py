@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from mnet_tasks.config import ConfigError, compose_config
-from mnet_tasks.run import run
-from mnet_tasks.task_module import build_task, validate_config
+from mnet_tasks.run import run, validate_config
+from mnet_tasks.task_module import build_task
 
 
 @pytest.mark.parametrize(

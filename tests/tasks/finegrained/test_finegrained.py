@@ -15,11 +15,11 @@ import timm
 import torch
 from conftest import QUICK
 from hydra.utils import instantiate
-from mnet_tasks.data.cache import MARKER_NAME
 from PIL import Image
 
 from mnet_tasks.config import compose_config
 from mnet_tasks.cost import profile_model
+from mnet_tasks.data.synthetic import MARKER_NAME
 from mnet_tasks.run import run
 from mnet_tasks.task_module import FinetuneOptions, build_task
 from mnet_tasks.tasks.finegrained import synthetic as finegrained

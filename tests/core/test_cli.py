@@ -12,7 +12,7 @@ import pytest
 from conftest import QUICK, run_cli
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _metrics(folder: Path) -> list[dict]:

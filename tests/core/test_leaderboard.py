@@ -11,7 +11,7 @@ from conftest import QUICK, run_cli
 from mnet_tasks.leaderboard import COLUMNS, LeaderboardError, cost_bracket, read_rows
 from mnet_tasks.leaderboard import main as leaderboard_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASK_FOLDERS = sorted(path for path in (REPO / "tasks").iterdir() if path.is_dir())
 
 
