@@ -104,12 +104,12 @@ class FileDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        root: str | None,
-        cache_dir: str,
-        batch_size: int,
-        num_workers: int,
-        synthetic: Mapping[str, Any] | None,
-        name: str | None,
+        root: str | None = None,
+        cache_dir: str = "datasets",
+        batch_size: int = 64,
+        num_workers: int = 2,
+        synthetic: Mapping[str, Any] | None = None,
+        name: str | None = None,
         max_skipped_files: int | None = 100,
     ) -> None:
         super().__init__()
@@ -166,26 +166,22 @@ class FileDataModule(pl.LightningDataModule):
 
 
 class ImageDataModule(FileDataModule):
-    """Image-level labels (classes, attributes, locations): the shared transforms (random-resized-crop training,
-    centre-crop validation) and the class count the head needs. A subclass gives the class names and one split's
-    dataset."""
+    """Image-level labels (classes, attributes, locations): the shared transforms (random-resized-crop training over
+    ``train_scale`` of the area, validation resizing to ``image_size / crop_pct`` and centre-cropping) and the class
+    count the head needs. A subclass gives the class names and one split's dataset. ``options``: the arguments of
+    :class:`FileDataModule`, as every subclass takes them too."""
 
     def __init__(
         self,
-        root: str | None,
-        cache_dir: str,
-        image_size: int,
-        batch_size: int,
-        num_workers: int,
-        train_scale: Sequence[float],
-        crop_pct: float,
-        synthetic: Mapping[str, Any] | None,
-        name: str | None,
-        max_skipped_files: int | None = 100,
+        *,
+        image_size: int = 224,
+        train_scale: Sequence[float] = (0.25, 1.0),
+        crop_pct: float = 0.875,
+        **options: Any,
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"data.image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-        super().__init__(root, cache_dir, batch_size, num_workers, synthetic, name, max_skipped_files)
+        super().__init__(**options)
         self.image_size = image_size
         self.train_scale = tuple(float(s) for s in train_scale)
         self.crop_pct = crop_pct

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,19 +74,52 @@ def write_once(root: str | Path, params: dict[str, Any], write: Callable[[Path],
 
 
 @dataclass(frozen=True)
+class Parameter:
+    """One ``data.synthetic`` key of a generator: its default and the range it must lie in (``maximum`` None: no
+    upper bound). The default's type (int or float) is the key's type."""
+
+    default: int | float
+    minimum: int | float
+    maximum: int | float | None = None
+
+
+@dataclass(frozen=True)
 class SyntheticData:
     """A task's built-in dataset generator, which a DataModule uses when no ``data.root`` is given.
 
     Attributes:
         name: the dataset's name (``metrics.json``'s ``dataset``, the stem of its cache folder).
-        parameters: the complete, checked parameters from the ``data.synthetic`` keys given (with defaults and the
-            generator's version), raising ``ValueError`` naming a bad one.
-        write: fills an empty folder with the dataset of those parameters, in the real dataset's file format.
+        version: the generator's version, part of every parameter set: bump it when the drawing changes, so that an
+            old cache is not taken for the new dataset.
+        parameter_specs: the ``data.synthetic`` keys, each with its default and range.
+        write: fills an empty folder with the dataset of the given complete parameters, in the real dataset's
+            file format.
     """
 
     name: str
-    parameters: Callable[..., dict[str, Any]]
+    version: int
+    parameter_specs: Mapping[str, Parameter]
     write: Callable[[Path, dict[str, Any]], None]
+
+    def parameters(self, **given: Any) -> dict[str, Any]:
+        """The complete parameters (defaults filled in, the version added), or a ``ValueError`` naming the first
+        ``data.synthetic`` key that is unknown, of the wrong type or out of range."""
+        if unknown := sorted(set(given) - set(self.parameter_specs)):
+            raise ValueError(
+                f"{self.name}: data.synthetic.{unknown[0]} is not a parameter (choose from "
+                f"{', '.join(self.parameter_specs)})"
+            )
+        params: dict[str, Any] = {"generator_version": self.version}
+        for key, spec in self.parameter_specs.items():
+            value, kind = given.get(key, spec.default), type(spec.default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise ValueError(f"{self.name}: data.synthetic.{key} must be {kind.__name__}, got {value!r}")
+            value = kind(value)
+            if value < spec.minimum or (spec.maximum is not None and value > spec.maximum):
+                allowed = f"at least {spec.minimum}" if spec.maximum is None else f"{spec.minimum} to {spec.maximum}"
+                raise ValueError(f"{self.name}: data.synthetic.{key} must be {allowed}, got {value}")
+            params[key] = value
+        return params
 
     def folder_name(self, **params: Any) -> str:
         """The cache subfolder of the dataset with ``params`` (a digest of the complete parameters)."""

@@ -28,6 +28,10 @@ def test_python_snippets_run(tmp_path, monkeypatch):
     for snippet in snippets:
         exec(compile(snippet, "README.md", "exec"), namespace)
     assert isinstance(namespace["features"](torch.randn(1, 3, 64, 64)), list)
+    # a built-in task module trained by the user's own Trainer and DataModule; SSD as a plain detector
+    assert namespace["trainer"].state.status == "finished" and namespace["trainer"].current_epoch == 1
+    assert 0.0 <= float(namespace["trainer"].callback_metrics["val/top1"]) <= 1.0
+    assert set(namespace["detections"][0]) == {"boxes", "labels", "scores"}
 
 
 def test_first_lines_give_the_two_commands_and_ci_runs_the_test_command():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,31 +200,12 @@ class CelebADataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
-        cache_dir: str = "datasets",
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        train_scale: Sequence[float] = (0.6, 1.0),
-        crop_pct: float = 1.0,
+        *,
         include_unlabeled: bool = False,
         unlabeled_dir: str | None = None,
-        synthetic: Mapping[str, Any] | None = None,
-        name: str | None = None,
-        max_skipped_files: int | None = 100,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            batch_size,
-            num_workers,
-            train_scale,
-            crop_pct,
-            synthetic,
-            name,
-            max_skipped_files,
-        )
+        super().__init__(**{"train_scale": (0.6, 1.0), "crop_pct": 1.0, **options})
         self.include_unlabeled = include_unlabeled
         self.unlabeled_dir = unlabeled_dir
         self.test_set: CelebADataset | None = None

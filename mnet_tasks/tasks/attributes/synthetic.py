@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mnet_tasks.data.drawing import background
-from mnet_tasks.data.synthetic import SyntheticData
+from mnet_tasks.data.synthetic import Parameter, SyntheticData
 
 DATASET_NAME = "synthetic_faces"
 # Bump when the drawing code changes so that old caches are not silently reused.
@@ -176,40 +176,8 @@ def render_face(rng: np.random.Generator, attributes: dict[str, bool], width: in
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
-def face_parameters(
-    train_images: int = 3000,
-    unlabeled_images: int = 1000,
-    val_images: int = 500,
-    test_images: int = 500,
-    image_width: int = 96,
-    seed: int = 0,
-) -> dict[str, int]:
-    """The complete, checked parameters of a synthetic faces dataset (with the generator's version).
-
-    ``image_width`` sets the width; the height follows CelebA's 178:218 aspect (96 -> 96x118).
-    """
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "train_images": int(train_images),
-        "unlabeled_images": int(unlabeled_images),
-        "val_images": int(val_images),
-        "test_images": int(test_images),
-        "image_width": int(image_width),
-        "seed": int(seed),
-    }
-    for key in ("train_images", "val_images"):
-        if params[key] < 1:
-            raise ValueError(f"synthetic faces: {key} must be at least 1, got {params[key]}")
-    for key in ("unlabeled_images", "test_images", "seed"):
-        if params[key] < 0:
-            raise ValueError(f"synthetic faces: {key} must be non-negative, got {params[key]}")
-    if params["image_width"] < 32:
-        raise ValueError(f"synthetic faces: image_width must be at least 32, got {params['image_width']}")
-    return params
-
-
 def write_faces(folder: Path, params: dict[str, Any]) -> None:
-    """Fill ``folder`` with the synthetic faces with :func:`face_parameters` ``params``.
+    """Fill ``folder`` with the synthetic faces with ``params``.
 
     Images are numbered like CelebA's (``000001.jpg``): labelled training images, then the unlabeled ones
     (training split, no attribute line), then validation and test. Each image has its own generator seeded by
@@ -244,4 +212,16 @@ def write_faces(folder: Path, params: dict[str, Any]) -> None:
     (folder / PARTITION_FILE).write_text("\n".join(partition_lines) + "\n")
 
 
-FACES = SyntheticData(DATASET_NAME, face_parameters, write_faces)
+FACES = SyntheticData(
+    DATASET_NAME,
+    GENERATOR_VERSION,
+    {
+        "train_images": Parameter(3000, 1),
+        "unlabeled_images": Parameter(1000, 0),
+        "val_images": Parameter(500, 1),
+        "test_images": Parameter(500, 0),
+        "image_width": Parameter(96, 32),  # the height follows CelebA's 178:218 aspect (96 -> 96x118)
+        "seed": Parameter(0, 0),
+    },
+    write_faces,
+)

@@ -7,7 +7,7 @@ generated on first use under ``data.cache_dir`` when no root is given.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from mnet_tasks.data.datamodule import ImageDataModule, LabelledImageDataset, is_image_file
@@ -77,32 +77,6 @@ class ImageFolderDataModule(ImageDataModule):
 
     synthetic_data = SHAPES
     expected_layout = EXPECTED_LAYOUT
-
-    def __init__(
-        self,
-        root: str | None = None,
-        cache_dir: str = "datasets",
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        train_scale: Sequence[float] = (0.25, 1.0),
-        crop_pct: float = 0.875,
-        synthetic: dict | None = None,
-        name: str | None = None,
-        max_skipped_files: int | None = 100,
-    ) -> None:
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            batch_size,
-            num_workers,
-            train_scale,
-            crop_pct,
-            synthetic,
-            name,
-            max_skipped_files,
-        )
 
     def check_layout(self) -> None:
         check_layout(self.root)

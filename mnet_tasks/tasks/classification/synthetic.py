@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mnet_tasks.data.drawing import JPEG_QUALITY, SHAPE_NAMES, UNIT_OUTLINES, background, draw_lines, shape_color
-from mnet_tasks.data.synthetic import SyntheticData
+from mnet_tasks.data.synthetic import Parameter, SyntheticData
 
 DATASET_NAME = "synthetic_shapes"
 # Bump when the drawing code changes so that old caches are not silently reused.
@@ -67,43 +67,8 @@ def _image_rng(seed: int, split: str, class_index: int, index: int) -> np.random
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), class_index, index]))
 
 
-def _check_parameters(params: dict[str, int]) -> None:
-    if not 2 <= params["num_classes"] <= len(SHAPE_NAMES):
-        raise ValueError(
-            f"synthetic shapes: num_classes={params['num_classes']} is not available; choose 2 to "
-            f"{len(SHAPE_NAMES)} (shapes: {', '.join(SHAPE_NAMES)})"
-        )
-    for key in ("train_per_class", "val_per_class"):
-        if params[key] < 1:
-            raise ValueError(f"synthetic shapes: {key} must be at least 1, got {params[key]}")
-    if params["image_size"] < 16:
-        raise ValueError(f"synthetic shapes: image_size must be at least 16, got {params['image_size']}")
-    if params["seed"] < 0:
-        raise ValueError(f"synthetic shapes: seed must be non-negative, got {params['seed']}")
-
-
-def shape_parameters(
-    num_classes: int = 10,
-    train_per_class: int = 400,
-    val_per_class: int = 50,
-    image_size: int = 96,
-    seed: int = 0,
-) -> dict[str, int]:
-    """The complete, checked parameters of a synthetic shapes dataset (with the generator's version)."""
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "num_classes": int(num_classes),
-        "train_per_class": int(train_per_class),
-        "val_per_class": int(val_per_class),
-        "image_size": int(image_size),
-        "seed": int(seed),
-    }
-    _check_parameters(params)
-    return params
-
-
 def write_shapes(folder: Path, params: dict[str, Any]) -> None:
-    """Fill ``folder`` with the synthetic shapes dataset with :func:`shape_parameters` ``params``.
+    """Fill ``folder`` with the synthetic shapes dataset with ``params``.
 
     Every image is drawn from its own generator seeded by (seed, split, class, index), so the
     files are byte-identical for the same parameters.
@@ -121,4 +86,15 @@ def write_shapes(folder: Path, params: dict[str, Any]) -> None:
                     bar.update()
 
 
-SHAPES = SyntheticData(DATASET_NAME, shape_parameters, write_shapes)
+SHAPES = SyntheticData(
+    DATASET_NAME,
+    GENERATOR_VERSION,
+    {
+        "num_classes": Parameter(10, 2, len(SHAPE_NAMES)),
+        "train_per_class": Parameter(400, 1),
+        "val_per_class": Parameter(50, 1),
+        "image_size": Parameter(96, 16),
+        "seed": Parameter(0, 0),
+    },
+    write_shapes,
+)

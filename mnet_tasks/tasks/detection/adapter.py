@@ -25,12 +25,11 @@ import torch
 from torch import nn
 
 from mnet_tasks.adapter import RunExported, TaskAdapter
-from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.onnx_io import write_card
 from mnet_tasks.task_module import TaskModule
 from mnet_tasks.tasks.detection.draw import draw_detections
-from mnet_tasks.tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
+from mnet_tasks.tasks.detection.ssd import ssd_mobilenet_v1
 
 OUTPUTS = ["boxes", "labels", "scores"]
 ONNX_OPSET = 17
@@ -147,8 +146,7 @@ class DetectionAdapter(TaskAdapter):
         return f"mnet_tasks SSD{size} a={alpha}"
 
     def bench_model(self, alpha: float, size: int) -> nn.Module:
-        body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
-        return with_background_prior(build_ssd(body, 90, size))
+        return with_background_prior(ssd_mobilenet_v1(90, alpha, size))
 
     def bench_input(self, size: int, batch: int) -> torch.Tensor:
         return torch.rand(batch, 3, size, size)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,19 +206,14 @@ class CocoDataModule(FileDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
-        cache_dir: str = "datasets",
+        *,
         image_size: int = 300,
         square: bool = True,
         crop_prob: float = 0.5,
-        batch_size: int = 32,
-        num_workers: int = 2,
         splits: dict[str, str] | None = None,
-        synthetic: dict | None = None,
-        name: str | None = None,
-        max_skipped_files: int | None = 100,
+        **options: Any,
     ) -> None:
-        super().__init__(root, cache_dir, batch_size, num_workers, synthetic, name, max_skipped_files)
+        super().__init__(**{"batch_size": 32, **options})
         self.splits = dict(splits or {"train": "train2017", "val": "val2017"})
         self.image_size = image_size
         self.square = square

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,3 +97,11 @@ def build_ssd(
         detections_per_img=detections_per_img,
         topk_candidates=topk_candidates,
     )
+
+
+def ssd_mobilenet_v1(num_classes: int, alpha: float = 1.0, image_size: int = 300, **options: Any) -> SSD:
+    """The paper's SSD300 MobileNet as a plain torchvision ``SSD`` (no Lightning, no Hydra), with random weights:
+    ``model(images)`` returns the detections in eval mode and the losses for ``(images, targets)`` in train mode,
+    as torchvision's detectors do. ``options``: :func:`build_ssd`'s post-processing settings."""
+    body = MobileNetV1(num_classes=0, alpha=alpha, features_only=True, out_indices=SSD_FEATURE_INDICES)
+    return build_ssd(body, num_classes, image_size, **options)

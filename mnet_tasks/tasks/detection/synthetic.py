@@ -23,7 +23,7 @@ from mnet_tasks.data.drawing import (
     draw_lines,
     shape_color,
 )
-from mnet_tasks.data.synthetic import SyntheticData
+from mnet_tasks.data.synthetic import Parameter, SyntheticData
 
 DATASET_NAME = "synthetic_coco_shapes"
 GENERATOR_VERSION = 1
@@ -32,34 +32,6 @@ SPLITS = {"train": "train2017", "val": "val2017"}
 CATEGORY_IDS = (2, 5, 11, 17, 23, 42, 57, 64, 77, 90, 3, 8)
 EMPTY_IMAGE_SHARE = 0.03  # a few images hold no object at all, as in COCO
 _SUPERSAMPLE = 4
-
-
-def coco_shape_parameters(
-    num_classes: int = 3,
-    train_images: int = 600,
-    val_images: int = 100,
-    image_size: int = 192,
-    max_objects: int = 4,
-    seed: int = 0,
-) -> dict[str, int]:
-    """The complete, checked generator parameters; ``image_size`` is the longer side of every image."""
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "num_classes": int(num_classes),
-        "train_images": int(train_images),
-        "val_images": int(val_images),
-        "image_size": int(image_size),
-        "max_objects": int(max_objects),
-        "seed": int(seed),
-    }
-    if not 1 <= params["num_classes"] <= len(CATEGORY_IDS):
-        raise ValueError(f"synthetic COCO shapes: num_classes must be 1 to {len(CATEGORY_IDS)}, got {num_classes}")
-    for key in ("train_images", "val_images", "max_objects"):
-        if params[key] < 1:
-            raise ValueError(f"synthetic COCO shapes: {key} must be at least 1, got {params[key]}")
-    if params["image_size"] < 64:
-        raise ValueError(f"synthetic COCO shapes: image_size must be at least 64, got {image_size}")
-    return params
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,7 +100,7 @@ def _image_size(rng: np.random.Generator, longer_side: int) -> tuple[int, int]:
 
 
 def write_coco_shapes(folder: Path, params: dict[str, Any]) -> None:
-    """Fill ``folder`` with the dataset with :func:`coco_shape_parameters` ``params``."""
+    """Fill ``folder`` with the dataset with ``params``."""
     names = list(SHAPE_NAMES[: params["num_classes"]])
     counts = {"train": params["train_images"], "val": params["val_images"]}
     categories = [{"id": CATEGORY_IDS[i], "name": name, "supercategory": "shape"} for i, name in enumerate(names)]
@@ -166,4 +138,16 @@ def write_coco_shapes(folder: Path, params: dict[str, Any]) -> None:
             (folder / "annotations" / f"instances_{image_folder}.json").write_text(json.dumps(record))
 
 
-COCO_SHAPES = SyntheticData(DATASET_NAME, coco_shape_parameters, write_coco_shapes)
+COCO_SHAPES = SyntheticData(
+    DATASET_NAME,
+    GENERATOR_VERSION,
+    {
+        "num_classes": Parameter(3, 1, len(CATEGORY_IDS)),
+        "train_images": Parameter(600, 1),
+        "val_images": Parameter(100, 1),
+        "image_size": Parameter(192, 64),  # the longer side of every image
+        "max_objects": Parameter(4, 1),
+        "seed": Parameter(0, 0),
+    },
+    write_coco_shapes,
+)

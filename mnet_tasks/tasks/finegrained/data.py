@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -237,34 +238,15 @@ class SplitListDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
-        cache_dir: str = "datasets",
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        train_scale: Sequence[float] = (0.25, 1.0),
-        crop_pct: float = 0.875,
+        *,
         images_dir: str = "Images",
         train_list: str = "train_list.mat",
         val_list: str = "test_list.mat",
         crop_to_box: bool = False,
         annotations_dir: str = "Annotation",
-        synthetic: dict | None = None,
-        name: str | None = None,
-        max_skipped_files: int | None = 100,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            batch_size,
-            num_workers,
-            train_scale,
-            crop_pct,
-            synthetic,
-            name,
-            max_skipped_files,
-        )
+        super().__init__(**options)
         self.images_dir = images_dir
         self.split_lists = {"train": train_list, "val": val_list}
         self.crop_to_box = crop_to_box

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mnet_tasks.data.drawing import JPEG_QUALITY, background, draw_lines, shape_color
-from mnet_tasks.data.synthetic import SyntheticData
+from mnet_tasks.data.synthetic import Parameter, SyntheticData
 
 DATASET_NAME = "synthetic_breeds"
 GENERATOR_VERSION = 1
@@ -206,38 +206,8 @@ def write_split_list(path: Path, entries: list[tuple[str, int]]) -> None:
     )
 
 
-def finegrained_parameters(
-    num_classes: int = 12,
-    train_per_class: int = 100,
-    test_per_class: int = 30,
-    image_size: int = 128,
-    seed: int = 0,
-) -> dict[str, int]:
-    """The complete, checked parameters of a synthetic breeds dataset (with the generator's version)."""
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "num_classes": int(num_classes),
-        "train_per_class": int(train_per_class),
-        "test_per_class": int(test_per_class),
-        "image_size": int(image_size),
-        "seed": int(seed),
-    }
-    if not 2 <= params["num_classes"] <= len(BREEDS):
-        raise ValueError(
-            f"synthetic breeds: data.synthetic.num_classes={num_classes} is not available; choose 2 to {len(BREEDS)}"
-        )
-    for key in ("train_per_class", "test_per_class"):
-        if params[key] < 1:
-            raise ValueError(f"synthetic breeds: data.synthetic.{key} must be at least 1, got {params[key]}")
-    if params["image_size"] < 32:
-        raise ValueError(f"synthetic breeds: data.synthetic.image_size must be at least 32, got {image_size}")
-    if params["seed"] < 0:
-        raise ValueError(f"synthetic breeds: data.synthetic.seed must be non-negative, got {seed}")
-    return params
-
-
 def write_breeds(out: Path, params: dict[str, Any]) -> None:
-    """Fill ``out`` with the synthetic breeds with :func:`finegrained_parameters` ``params``.
+    """Fill ``out`` with the synthetic breeds with ``params``.
 
     Each image is drawn from its own generator seeded by (seed, split, breed, index): the same parameters give
     byte-identical images and annotations, and the same lists (a .mat file's header holds its creation time).
@@ -266,4 +236,15 @@ def write_breeds(out: Path, params: dict[str, Any]) -> None:
     write_split_list(out / "file_list.mat", sorted(lists["train"] + lists["test"]))  # every image
 
 
-BREED_IMAGES = SyntheticData(DATASET_NAME, finegrained_parameters, write_breeds)
+BREED_IMAGES = SyntheticData(
+    DATASET_NAME,
+    GENERATOR_VERSION,
+    {
+        "num_classes": Parameter(12, 2, len(BREEDS)),
+        "train_per_class": Parameter(100, 1),
+        "test_per_class": Parameter(30, 1),
+        "image_size": Parameter(128, 32),
+        "seed": Parameter(0, 0),
+    },
+    write_breeds,
+)

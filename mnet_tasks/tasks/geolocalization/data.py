@@ -231,7 +231,7 @@ class GeoDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str | None = None,
+        *,
         train_csv: str = "train.csv",
         val_csv: str = "test.csv",
         train_image_dir: str | None = None,
@@ -239,30 +239,11 @@ class GeoDataModule(ImageDataModule):
         partitions: Sequence[Mapping[str, Any]] = ({"name": "cells", "min_per_cell": 10, "max_per_cell": 150},),
         partition_file: str | None = None,
         output_dir: str | None = None,
-        cache_dir: str = "datasets",
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int = 2,
-        train_scale: Sequence[float] = (0.5, 1.0),
-        crop_pct: float = 0.875,
-        synthetic: Mapping[str, Any] | None = None,
-        name: str | None = None,
-        max_skipped_files: int | None = 100,
+        **options: Any,
     ) -> None:
         self.train_csv, self.val_csv = train_csv, val_csv
         self.expected_layout = f"<root>/{train_csv} and <root>/{val_csv} with {EXPECTED_COLUMNS}"
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            batch_size,
-            num_workers,
-            train_scale,
-            crop_pct,
-            synthetic,
-            name,
-            max_skipped_files,
-        )
+        super().__init__(**{"train_scale": (0.5, 1.0), **options})
         self.partition_specs = [self._check_spec(index, spec) for index, spec in enumerate(partitions)]
         if not self.partition_specs and partition_file is None:
             raise ValueError("data.partitions is empty: give at least one {name, min_per_cell, max_per_cell}")

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mnet_tasks.data.drawing import JPEG_QUALITY
-from mnet_tasks.data.synthetic import SyntheticData
+from mnet_tasks.data.synthetic import Parameter, SyntheticData
 
 DATASET_NAME = "synthetic_geo"
 # Bump when the sampling or drawing changes so that old caches are not silently reused.
@@ -85,34 +85,6 @@ LAND_BOXES = (
     (10.0, 55.0, 60.0, 140.0),  # Asia
     (-38.0, -15.0, 115.0, 150.0),  # Australia
 )
-
-
-def geo_parameters(
-    train_size: int = 4000,
-    test_size: int = 500,
-    image_size: int = 128,
-    background_share: float = 0.15,
-    seed: int = 0,
-) -> dict[str, int | float]:
-    """The complete, checked parameters of a synthetic geo dataset (with the generator's version)."""
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "train_size": int(train_size),
-        "test_size": int(test_size),
-        "image_size": int(image_size),
-        "background_share": float(background_share),
-        "seed": int(seed),
-    }
-    for key in ("train_size", "test_size"):
-        if params[key] < 1:
-            raise ValueError(f"synthetic geo: {key} must be at least 1, got {params[key]}")
-    if params["image_size"] < 32:
-        raise ValueError(f"synthetic geo: image_size must be at least 32, got {params['image_size']}")
-    if not 0.0 <= params["background_share"] <= 1.0:
-        raise ValueError(f"synthetic geo: background_share must be in [0, 1], got {params['background_share']}")
-    if params["seed"] < 0:
-        raise ValueError(f"synthetic geo: seed must be non-negative, got {params['seed']}")
-    return params
 
 
 def sample_locations(rng: np.random.Generator, count: int, background_share: float) -> np.ndarray:
@@ -248,7 +220,7 @@ def _write_split(folder: Path, split: str, size: int, params: dict, bar: tqdm) -
 
 
 def write_geo(folder: Path, params: dict[str, Any]) -> None:
-    """Fill ``folder`` with the synthetic geo dataset with :func:`geo_parameters` ``params``.
+    """Fill ``folder`` with the synthetic geo dataset with ``params``.
 
     Deterministic per seed: each split's locations come from one generator and each picture from its own.
     """
@@ -258,4 +230,15 @@ def write_geo(folder: Path, params: dict[str, Any]) -> None:
             _write_split(folder, split, sizes[split], params, bar)
 
 
-GEO_PHOTOS = SyntheticData(DATASET_NAME, geo_parameters, write_geo)
+GEO_PHOTOS = SyntheticData(
+    DATASET_NAME,
+    GENERATOR_VERSION,
+    {
+        "train_size": Parameter(4000, 1),
+        "test_size": Parameter(500, 1),
+        "image_size": Parameter(128, 32),
+        "background_share": Parameter(0.15, 0.0, 1.0),
+        "seed": Parameter(0, 0),
+    },
+    write_geo,
+)
