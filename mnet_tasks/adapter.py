@@ -10,7 +10,7 @@ import csv
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ class TaskAdapter:
     preprocess = "center_crop"
     supports_int8 = True
     formats = ("onnx", "torchscript")
+    # The export parity check's tolerance per output, where it is not ``parity.atol`` (conf/export.yaml).
+    parity_atol: ClassVar[dict[str, float]] = {}
 
     def rebuild_kwargs(self, cls: type[TaskModule], hparams: Mapping[str, Any]) -> dict[str, Any]:
         """Constructor arguments from the saved hyper-parameters: no pretrained source (the weights come from the

@@ -121,7 +121,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         run_exported = torch_call(load_torchscript(model_path)[0])
 
     differences = parity(trained, run_exported, cfg.parity.batch_size)
-    tolerances = {name: cfg.parity.atol_for.get(name, cfg.parity.atol) for name in differences}
+    defaults = {name: adapter.parity_atol.get(name, cfg.parity.atol) for name in differences}
+    tolerances = {name: cfg.parity.atol_for.get(name, defaults[name]) for name in differences}
     report: dict[str, Any] = {
         "checkpoint": str(cfg.ckpt_path),
         "format": cfg.format,
