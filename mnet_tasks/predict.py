@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnet_tasks.adapter import RunExported, adapter_of
 from mnet_tasks.config import ConfigError
-from mnet_tasks.data.datamodule import is_image_file
+from mnet_tasks.data.datamodule import IMAGE_EXTENSIONS, is_image_file
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.export import load_torchscript, torch_call
 from mnet_tasks.model_card import ModelCard
@@ -70,14 +70,17 @@ def collate_readable(items: list[tuple[str, torch.Tensor | None, str | None]]) -
     }
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def list_images(folder: str | Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """The image files under ``folder`` (searched recursively), and every other file with why it is left out."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"images: no folder at {folder}")
-    paths = sorted(path for path in folder.rglob("*") if path.is_file() and is_image_file(path.name))
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    paths = [path for path in files if is_image_file(path.name)]
     if not paths:
-        raise ConfigError(f"images: no image files (.jpg, .png, ...) under {folder}")
-    return paths
+        raise ConfigError(f"images: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
+    reason = f"extension not supported (predict reads {', '.join(sorted(IMAGE_EXTENSIONS))})"
+    return paths, [{"image": str(path), "error": f"{path}: {reason}"} for path in files if not is_image_file(path.name)]
 
 
 def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[ModelCard, RunExported, str]:
@@ -115,7 +118,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image under ``cfg.images`` with ``cfg.model``; returns what predictions.json holds."""
     if not cfg.images:
         raise ConfigError("images is required: images=/path/to/folder")
-    paths = list_images(cfg.images)
+    paths, skipped = list_images(cfg.images)
     card, run_model, runtime = load_model(cfg.model, validation_crop(cfg), cfg.threads)
     adapter = adapter_of(task_class(card.family))
     output_dir = Path(cfg.output_dir)
@@ -126,7 +129,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.num_workers,
         collate_fn=collate_readable,
     )
-    records, skipped = [], []
+    records = []
     for batch in loader:
         skipped += batch["skipped"]
         if batch["images"]:

@@ -37,6 +37,8 @@ UNREADABLE = {
     "zero_bytes.jpg": "empty file (0 bytes)",
     "garbage.jpg": "not an image format PIL can identify",
 }
+# Files of other types among the images: listed with the reason, never trained on, not held against the limit.
+NOT_IMAGES = ("animated.gif", "notes.txt")
 
 
 def photo(size: tuple[int, int] = (40, 40)) -> Image.Image:
@@ -57,6 +59,8 @@ def write_bad_kinds(folder: Path) -> None:
     (folder / "whole.jpg").unlink()
     (folder / "zero_bytes.jpg").write_bytes(b"")
     (folder / "garbage.jpg").write_bytes(RNG.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    photo().save(folder / "animated.gif", save_all=True, append_images=[photo(), photo()], duration=100, loop=0)
+    (folder / "notes.txt").write_text("labelled by hand\n")
 
 
 @pytest.fixture
@@ -89,9 +93,8 @@ def test_loader_drops_unreadable_files_and_trains_on_converted_ones(imagefolder_
     seen = sum(len(labels) for _, labels in data.train_dataloader())  # a worker process reads, the loader records
 
     assert seen == 2 * GOOD_PER_CLASS + len(CONVERTED)
-    assert {Path(path).name: reason for (_, path), reason in data.skipped_files.reasons.items()}.keys() == set(
-        UNREADABLE
-    )
+    assert {Path(path).name for _, path in data.skipped_files.reasons} == set(UNREADABLE)
+    assert {Path(path).name for _, path in data.skipped_files.not_images} == set(NOT_IMAGES)
     assert data.skipped_files.since_report == {"train": len(UNREADABLE)}
 
 
@@ -123,11 +126,18 @@ def test_training_run_completes_and_reports_each_skip(imagefolder_root: Path, qu
 
     assert record["status"] == "completed" and record["epochs"] == 2
     skipped = read_skipped(run_dir)
-    assert skipped.keys() == UNREADABLE.keys()
+    assert skipped.keys() == {*UNREADABLE, *NOT_IMAGES}  # every file in the data folder is used or listed
     for name, reason in UNREADABLE.items():
         assert reason in skipped[name]
+    assert all(skipped[name].startswith("extension not supported (the reader takes .bmp") for name in NOT_IMAGES)
+    # data_report.json agrees with skipped_files.csv: the unreadable files are not counted as samples
     report = json.loads((run_dir / DATA_REPORT).read_text())
-    assert report["train"] == {"samples": 2 * GOOD_PER_CLASS + len(CONVERTED) + len(UNREADABLE)}
+    not_images = next(key for key in report["train"] if key.startswith("extension not supported"))
+    assert report["train"] == {
+        "samples": 2 * GOOD_PER_CLASS + len(CONVERTED),
+        not_images: len(NOT_IMAGES),
+        "unreadable, skipped": len(UNREADABLE),
+    }
     assert report["val"] == {"samples": 6}
 
 
@@ -145,7 +155,7 @@ def test_run_stops_over_the_limit_naming_the_key(imagefolder_root: Path, quick: 
     with pytest.raises(TooManyBadFiles, match=r"3 files could not be read, more than data.max_skipped_files=2"):
         run(cfg)
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
-    assert read_skipped(run_dir).keys() == UNREADABLE.keys()  # written on the way out
+    assert read_skipped(run_dir).keys() == {*UNREADABLE, *NOT_IMAGES}  # written on the way out
 
 
 def test_limit_must_be_a_count() -> None:
@@ -160,7 +170,7 @@ def write_celeba_with_bad_files(root: Path) -> None:
     for i in range(4):
         photo().save(images / f"good_{i}.jpg")
     write_bad_kinds(images)
-    names = [*sorted(p.name for p in images.iterdir()), "listed_but_missing.jpg"]
+    names = [*sorted(p.name for p in images.iterdir() if p.name not in NOT_IMAGES), "listed_but_missing.jpg"]
     val = ["good_0.jpg", "good_1.jpg"]
     lines = [f"{name} {'1' if i % 2 else '-1'} -1" for i, name in enumerate(names)]
     (root / "list_attr_celeba.txt").write_text(f"{len(names)}\nSmiling Young\n" + "\n".join(lines) + "\n")

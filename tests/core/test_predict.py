@@ -27,6 +27,7 @@ from mnet_tasks.trained import (
 )
 
 TINY = [*QUICK, "trainer.max_epochs=1"]
+NOT_PREDICTED = ("notes.txt", "broken.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,9 @@ def test_checkpoint_and_onnx_predict_the_same_and_write_both_files(model, tmp_pa
 
     for result, folder in ((from_checkpoint, tmp_path / "ckpt"), (from_onnx, tmp_path / "onnx")):
         assert sorted(record["image"] for record in result["predictions"]) == readable
-        assert [entry["image"] for entry in result["skipped"]] == [str(model["images"] / "broken.jpg")]
+        # every file is predicted or listed with why not: the file no reader takes, then the unreadable image
+        assert [entry["image"] for entry in result["skipped"]] == [str(model["images"] / n) for n in NOT_PREDICTED]
+        assert "extension not supported" in result["skipped"][0]["error"]
         assert json.loads((folder / "predictions.json").read_text()) == result
         with open(folder / "predictions.csv", newline="") as file:
             rows = list(csv.DictReader(file))
@@ -85,8 +88,8 @@ def test_checkpoint_and_onnx_predict_the_same_and_write_both_files(model, tmp_pa
 def test_the_command_writes_to_its_default_folder_and_logs_skipped_images(model, tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.chdir(tmp_path)
     main([f"model={model['onnx']}", f"images={model['images']}", "num_workers=0"])
-    assert "broken.jpg" in caplog.text
-    assert "1 skipped" in capsys.readouterr().out
+    assert "broken.jpg" in caplog.text and "notes.txt" in caplog.text
+    assert "2 skipped" in capsys.readouterr().out
     assert (tmp_path / "predictions" / "predictions.csv").is_file()
     assert (tmp_path / "predictions" / "predictions.json").is_file()
 

@@ -10,15 +10,22 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from mnet_tasks.data.datamodule import ImageDataModule, LabelledImageDataset, is_image_file
+from torchvision.datasets.folder import find_classes, make_dataset
+
+from mnet_tasks.data.bad_files import BadFile
+from mnet_tasks.data.datamodule import IMAGE_EXTENSIONS, ImageDataModule, LabelledImageDataset, is_image_file
 from mnet_tasks.tasks.classification.synthetic import SHAPES
 
 EXPECTED_LAYOUT = "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG"
 
 
 def list_classes(split_dir: Path) -> list[str]:
-    """Class names are the sorted subfolder names, so label ids are stable across runs and machines."""
-    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    """Class names are the sorted subfolder names (torchvision's ``find_classes``), so label ids are stable across
+    runs and machines; none is an empty list here, where torchvision raises."""
+    try:
+        return find_classes(str(split_dir))[0]
+    except FileNotFoundError:
+        return []
 
 
 def _has_image(class_dir: Path) -> bool:
@@ -54,18 +61,29 @@ def check_layout(root: Path) -> None:
 
 
 class ImageFolderDataset(LabelledImageDataset):
-    """The images of one split folder holding one subfolder per class."""
+    """The images of one split folder holding one subfolder per class, listed by torchvision's ``make_dataset``
+    (subfolders of a class included). Every other file there is reported, not silently passed over: counted in
+    ``problems`` and named in ``not_images`` (so in ``skipped_files.csv``)."""
 
     def __init__(self, root_split_dir: str | Path, transform: Callable[..., dict]) -> None:
         self.root = Path(root_split_dir)
         self.classes = list_classes(self.root)
-        samples: list[tuple[Path, int]] = []
-        for label, name in enumerate(self.classes):
-            files = sorted(f for f in os.listdir(self.root / name) if is_image_file(f))
-            samples.extend((self.root / name / f, label) for f in files)
-        if not samples:
+        not_images: list[str] = []
+
+        def is_image(path: str) -> bool:
+            if not is_image_file(path):
+                not_images.append(path)
+            return is_image_file(path)
+
+        class_to_idx = {name: label for label, name in enumerate(self.classes)}
+        listed = make_dataset(str(self.root), class_to_idx, is_valid_file=is_image, allow_empty=True)
+        if not listed:
             raise ValueError(f"no images found in {self.root} (expected layout {EXPECTED_LAYOUT})")
-        super().__init__(samples, transform)
+        super().__init__([(Path(path), label) for path, label in listed], transform)
+        reason = f"extension not supported (the reader takes {', '.join(sorted(IMAGE_EXTENSIONS))}), not used"
+        self.not_images = [BadFile(path, reason) for path in not_images]
+        if not_images:
+            self.problems[reason] = len(not_images)
 
 
 class ImageFolderDataModule(ImageDataModule):

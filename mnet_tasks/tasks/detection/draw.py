@@ -6,7 +6,9 @@ import colorsys
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import draw_bounding_boxes
 
 
 def label_color(label: int) -> tuple[int, int, int]:
@@ -18,20 +20,21 @@ def label_color(label: int) -> tuple[int, int, int]:
 def draw_detections(
     image: torch.Tensor, detections: dict[str, torch.Tensor], names: Sequence[str], min_score: float = 0.3
 ) -> Image.Image:
-    """``image`` is a ``[0, 1]`` CHW tensor; boxes scoring below ``min_score`` are left out."""
-    canvas = Image.fromarray((image.permute(1, 2, 0).clamp(0, 1) * 255).byte().cpu().numpy())
-    draw = ImageDraw.Draw(canvas)
+    """``image`` is a ``[0, 1]`` CHW tensor; boxes scoring below ``min_score`` are left out. Drawn by torchvision's
+    ``draw_bounding_boxes``, with one colour per class in every picture."""
     keep = detections["scores"] >= min_score
-    for box, label, score in zip(
-        detections["boxes"][keep].tolist(),
-        detections["labels"][keep].tolist(),
-        detections["scores"][keep].tolist(),
-        strict=True,
-    ):
-        color = label_color(label)
-        draw.rectangle(box, outline=color, width=2)
-        draw.text((box[0] + 2, box[1] + 1), f"{names[label - 1]} {score:.2f}", fill=color)
-    return canvas
+    labels, scores = detections["labels"][keep].tolist(), detections["scores"][keep].tolist()
+    pixels = (image.clamp(0, 1) * 255).byte().cpu()
+    if not labels:  # torchvision warns on an empty box list
+        return to_pil_image(pixels)
+    drawn = draw_bounding_boxes(
+        pixels,
+        detections["boxes"][keep].cpu(),
+        labels=[f"{names[label - 1]} {score:.2f}" for label, score in zip(labels, scores, strict=True)],
+        colors=[label_color(label) for label in labels],
+        width=2,
+    )
+    return to_pil_image(drawn)
 
 
 def tile(pictures: Sequence[Image.Image], columns: int = 4) -> Image.Image:

@@ -85,7 +85,9 @@ def test_generation_refuses_a_foreign_folder(tmp_path: Path) -> None:
 
 
 def test_too_many_classes_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=f"num_classes={len(shapes.SHAPE_NAMES) + 1}"):
+    with pytest.raises(
+        ValueError, match=f"num_classes must be 2 to {len(shapes.SHAPE_NAMES)}, got {len(shapes.SHAPE_NAMES) + 1}"
+    ):
         SHAPES.generate(tmp_path / "data", num_classes=len(shapes.SHAPE_NAMES) + 1)
     assert not (tmp_path / "data").exists()
 
