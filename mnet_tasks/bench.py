@@ -19,6 +19,9 @@ step on the same model, batch and data (``--no-training`` skips it).
 
 Writes ``bench.csv``, ``training.csv`` and ``bench.md`` (both tables and the ratios) to ``--out-dir``.
 ``--quick`` is a small smoke run of every path.
+
+Command line: argparse, not a Hydra app: one process times many networks and sizes interleaved, and composes each
+task's config itself (``--task``).
 """
 
 from __future__ import annotations
@@ -166,6 +169,10 @@ def time_interleaved(timers: Sequence[Timer], warmup: int, rounds: int, per_roun
     (ONNX Runtime's and OpenMP's wait busily for more work) go to sleep; measured here, without it a session timed
     right after another ONNX Runtime session ran 2x slower. At batch 1 the turn then makes one untimed call, which
     brings the model back into the caches the other models used.
+
+    Hand-written rather than ``torch.utils.benchmark.Timer``: that times one statement's runs back to back (no
+    turns across subjects, no pause between runtimes) and sets its own thread count for torch only, not for ONNX
+    Runtime, while the bench compares both at one ``--threads``.
     """
     for timer in timers:
         for _ in range(warmup):

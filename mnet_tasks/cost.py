@@ -2,6 +2,9 @@
 
 ``python -m mnet_tasks.cost backbone.alpha=0.5 backbone.rho=0.714`` prints the cost of the configured task's
 network at its resolved input size, with the paper's Table 2 breakdown by layer type.
+
+Command line: Hydra overrides composed in-process (``compose_config``), not ``@hydra.main``: it prints and writes no
+run folder.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ convolutions and writes, beside the checkpoint in ``export/``:
   and, with int8, the accuracy change on the validation split.
 
 The data config (``data.*``, the task's data by default) gives the preprocessing and the int8 calibration images.
+
+Command line: Hydra overrides on ``conf/export.yaml``, composed in-process rather than by ``@hydra.main``: the
+checkpoint's task config is chosen before the user's overrides (``compose_for_checkpoint``), and no run folder is
+made.
 """
 
 from __future__ import annotations

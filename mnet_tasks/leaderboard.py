@@ -17,6 +17,8 @@ files in its folder, so a task added as a plug-in gets a leaderboard the same wa
 for each new row whose checkpoint still exists: the task module rebuilt from the checkpoint, BatchNorm folded,
 batch 1 at the run's input size, eager PyTorch on the CPU, the median of ``--latency-repeats`` calls after
 warm-up, the models taking turns (``--latency-threads`` threads, default 1). ``--no-latency`` skips it.
+
+Command line: argparse, not a Hydra app: its input is folders of finished runs, not a config.
 """
 
 from __future__ import annotations

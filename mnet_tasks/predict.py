@@ -14,6 +14,9 @@ image goes through the model's preprocessing (from its model card); its task ada
 
 Classes are named by index (a classification checkpoint keeps no class names), attributes by name, cells by token.
 Images that cannot be read are skipped, listed with the reason in the JSON and the log.
+
+Command line: Hydra overrides on ``conf/predict.yaml``, composed in-process like export's (the model's task config
+is chosen first; no run folder).
 """
 
 from __future__ import annotations

@@ -90,7 +90,13 @@ def lr_multiplier(
     decay_rate: float = 0.94,
     decay_epochs: float = 2.5,
 ) -> float:
-    """Learning-rate factor at an optimizer step: linear warmup, then cosine, staircase exponential or constant."""
+    """Learning-rate factor at an optimizer step: linear warmup, then cosine, staircase exponential or constant.
+
+    Used through ``torch.optim.lr_scheduler.LambdaLR``, stepped every optimizer step. A chain of torch's schedulers
+    (``SequentialLR`` of ``LinearLR`` and ``CosineAnnealingLR`` / ``StepLR``) counts whole scheduler steps and lacks
+    the TF staircase at a fractional epoch (``decay_epochs=2.5``) when steps per epoch vary with the data; one
+    factor of the step number gives all three and scales each parameter group's own base lr (``lr_scale``).
+    """
     warmup_steps = warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -118,6 +124,12 @@ def options_from_config(cls: type, options: Mapping[str, Any] | None, key: str) 
 @dataclass(frozen=True)
 class FinetuneOptions:
     """How a task trains its pretrained backbone (``task.finetune``); the defaults train everything alike.
+
+    The task module applies them itself (``on_train_epoch_start``, ``train``) rather than through Lightning's
+    ``BaseFinetuning`` callback: a module built in a user's own Trainer freezes as configured without a callback,
+    and the optimizer holds the backbone's parameters from the start, where ``BaseFinetuning`` adds them as a new
+    parameter group when it unfreezes them, so that a checkpoint from before and one from after differ in their
+    optimizer's groups.
 
     Attributes:
         backbone_lr_scale: learning-rate factor of the backbone's parameters (all of ``self.backbone`` but its

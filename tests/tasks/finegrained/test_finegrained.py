@@ -267,7 +267,7 @@ def test_breeds_differ_only_in_their_details() -> None:
 
 
 def test_too_many_breeds_names_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"data\.synthetic\.num_classes=13"):
+    with pytest.raises(ValueError, match=r"data\.synthetic\.num_classes must be 2 to 12, got 13"):
         finegrained.BREED_IMAGES.generate(tmp_path / "data", num_classes=13)
     assert not (tmp_path / "data").exists()
 
