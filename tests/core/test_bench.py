@@ -12,12 +12,9 @@ from mnet_tasks.bench import (
     TRAINING_COLUMNS,
     Subject,
     Timer,
-    benchmark,
     main,
-    task_subjects,
     time_interleaved,
 )
-from mnet_tasks.tasks.detection.adapter import DetectionAdapter
 
 
 def read_rows(path) -> list[dict[str, str]]:
@@ -67,19 +64,6 @@ def test_timers_take_turns_within_each_round():
     # warm-up, then per round and timer one untimed call (caches) and two timed ones
     assert calls == ["a", "a", "b", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert [len(timer.times) for timer in timers] == [4, 4]
-
-
-def test_detection_benchmark_runs_ssd_beside_torchvisions_ssdlite_eager_and_exported():
-    subjects, anchor = task_subjects(DetectionAdapter(), [0.25], [128], None)
-    runtimes = ["eager_nchw", "onnxruntime_fp32"]
-    rows = benchmark(subjects, runtimes, 1, repeats=2, warmup=1, rounds=1, throughput_batch=0)
-    assert anchor == "torchvision_ssdlite320_mobilenet_v3_large"
-    assert {(r["model"], r["runtime"]) for r in rows} == {
-        (model, runtime) for model in (anchor, "mnet_tasks SSD128 a=0.25") for runtime in runtimes
-    }
-    ours = next(r for r in rows if r["model"] != anchor)
-    assert ours["params"] == sum(p.numel() for p in subjects[1].build().parameters())
-    assert all(r["latency_ms"] > 0 and r["throughput_images_per_s"] is None for r in rows)
 
 
 @pytest.mark.slow

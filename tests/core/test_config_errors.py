@@ -6,12 +6,10 @@ import json
 import re
 
 import pytest
-import torch
 from hydra.errors import HydraException
 
 from mnet_tasks.config import compose_config
-from mnet_tasks.run import run, validate_config
-from mnet_tasks.task_module import build_task
+from mnet_tasks.run import run
 
 
 @pytest.mark.parametrize(
@@ -53,16 +51,3 @@ def test_wrong_values_fail_naming_the_key_before_any_data(tmp_path, overrides, m
 def test_unknown_task_or_backbone_names_the_group_and_the_choices(group, name) -> None:
     with pytest.raises(HydraException, match=rf"Could not find '{group}/{name}'[\s\S]*Available options in '{group}'"):
         compose_config([f"{group}={name}"])
-
-
-def test_ssd_builds_at_the_smallest_input_its_extra_layers_stop_at_one_pixel() -> None:
-    """No input that MobileNetV1 accepts is too small for SSD: the extra layers' padded stride-2 convolutions keep
-    a 1x1 map at 1x1 (this test fails if that changes, and a check_config limit is then needed)."""
-    cfg = compose_config(["task=detection", "backbone.resolution=32"])
-    validate_config(cfg)
-    module = build_task(cfg, num_classes=2, category_ids=[1, 2], category_names=["a", "b"]).eval()
-    with torch.no_grad():
-        maps = module.detector.backbone(torch.rand(1, 3, 32, 32))
-        detections = module([torch.rand(3, 32, 32)])
-    assert [tuple(m.shape[-2:]) for m in maps.values()] == [(2, 2), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1)]
-    assert detections[0]["boxes"].shape[1] == 4

@@ -3,75 +3,32 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import export_config, reference_outputs, train_tiny
 
 from mnet_tasks import MobileNetV1, load_pretrained
-from mnet_tasks.config import ConfigError, compose_config
+from mnet_tasks.config import ConfigError
 from mnet_tasks.export import export, load_torchscript
 from mnet_tasks.onnx_io import onnx_card, onnx_session
-from mnet_tasks.run import run
 from mnet_tasks.trained import compose_for_checkpoint, load_trained
 
-COMMON = [
-    "backbone.alpha=0.25",
-    "backbone.resolution=64",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
+CLASSIFICATION = [
+    "data.synthetic.num_classes=4",
+    "data.synthetic.train_per_class=8",
+    "data.synthetic.val_per_class=4",
+    "data.synthetic.image_size=48",
+    "data.batch_size=16",
 ]
-TASK_DATA = {
-    "classification": [
-        "data.synthetic.num_classes=4",
-        "data.synthetic.train_per_class=8",
-        "data.synthetic.val_per_class=4",
-        "data.synthetic.image_size=48",
-        "data.batch_size=16",
-    ],
-    "attributes": [
-        "task=attributes",
-        "data.synthetic.train_images=32",
-        "data.synthetic.unlabeled_images=0",
-        "data.synthetic.val_images=16",
-        "data.synthetic.test_images=4",
-        "data.synthetic.image_width=48",
-        "data.batch_size=16",
-    ],
-    "geolocalization": [
-        "task=geolocalization",
-        "data.synthetic.train_size=240",
-        "data.synthetic.test_size=24",
-        "data.synthetic.image_size=64",
-        "data.partitions=[{name:coarse,min_per_cell:20,max_per_cell:120},{name:fine,min_per_cell:5,max_per_cell:40}]",
-        "data.batch_size=32",
-    ],
-}
-
-
-def train(task: str, run_dir: Path, data_dir: Path) -> tuple[Path, list[str], dict]:
-    """A checkpoint of one epoch on tiny synthetic data; returns it, the data overrides and the run's record."""
-    data = [*TASK_DATA[task], f"paths.data_dir={data_dir}"]
-    record = run(compose_config([*COMMON, *data, f"paths.output_dir={run_dir}"]))
-    return run_dir / "checkpoints" / "last.ckpt", data, record
-
-
-def export_config(checkpoint: Path, *overrides: str):
-    return compose_for_checkpoint("export", [f"ckpt_path={checkpoint}", *overrides], "ckpt_path")
-
-
-def reference_outputs(checkpoint: Path, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    with torch.inference_mode():
-        return load_trained(checkpoint, crop_pct=1.0).reference()(images)
 
 
 @pytest.fixture(scope="module")
 def classification(tmp_path_factory, data_dir):
-    return train("classification", tmp_path_factory.mktemp("classification"), data_dir)
+    return train_tiny(CLASSIFICATION, tmp_path_factory.mktemp("classification"), data_dir)
 
 
 def test_classification_onnx_matches_pytorch_and_int8_loads_and_predicts(classification, tmp_path):
@@ -130,39 +87,6 @@ def test_torchscript_export_matches_pytorch_at_any_batch_size(classification, tm
         outputs = scripted(images)
     for output, expected in zip(outputs, reference_outputs(checkpoint, images), strict=True):
         torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)
-
-
-def test_attribute_export_gives_named_sigmoid_probabilities(tmp_path, data_dir):
-    checkpoint, data, _ = train("attributes", tmp_path / "run", data_dir)
-    report = export(export_config(checkpoint, *data, f"output_dir={tmp_path / 'export'}"))
-    assert report["parity"]["passed"]
-    session = onnx_session(tmp_path / "export" / "last.onnx")
-    card = onnx_card(session, "last.onnx")
-    names = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["attribute_names"]
-    assert card.activation == "sigmoid" and card.heads[0].labels == names and card.crop_pct == 1.0
-    images = torch.randn(3, 3, 64, 64)
-    logits, probabilities = session.run(None, {"images": images.numpy()})
-    np.testing.assert_allclose(probabilities, torch.sigmoid(torch.from_numpy(logits)).numpy(), atol=1e-6)
-    np.testing.assert_allclose(logits, reference_outputs(checkpoint, images)[0].numpy(), atol=1e-4)
-
-
-def test_geolocalization_export_gives_every_head_with_its_cells(tmp_path, data_dir):
-    checkpoint, data, _ = train("geolocalization", tmp_path / "run", data_dir)
-    report = export(export_config(checkpoint, *data, "int8=true", f"output_dir={tmp_path / 'export'}"))
-    assert report["parity"]["passed"]
-    assert report["int8"]["accuracy"]["metric"] == "cell_top1"
-    session = onnx_session(tmp_path / "export" / "last.onnx")
-    card = onnx_card(session, "last.onnx")
-    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
-    assert [head.name for head in card.heads] == ["coarse", "fine"] and card.predict_head == "fine"
-    assert card.output_names == ["logits_coarse", "probabilities_coarse", "logits_fine", "probabilities_fine"]
-    fine = hparams["partitions"][1]
-    assert card.head("fine").labels == fine["tokens"]
-    assert card.head("fine").centroids == [list(c) for c in zip(fine["latitudes"], fine["longitudes"], strict=True)]
-    images = torch.randn(2, 3, 64, 64)
-    outputs = session.run(card.output_names, {"images": images.numpy()})
-    for output, expected in zip(outputs, reference_outputs(checkpoint, images), strict=True):
-        np.testing.assert_allclose(output, expected.numpy(), atol=1e-4)
 
 
 def test_bad_requests_name_the_key_or_file(classification, tmp_path):

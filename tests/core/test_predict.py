@@ -7,20 +7,15 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import QUICK
-from omegaconf import OmegaConf
 
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.data.images import read_rgb
 from mnet_tasks.export import export
-from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.predict import main, predict
 from mnet_tasks.run import run
-from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
-from mnet_tasks.tasks.geolocalization.adapter import GeolocalizationAdapter
 from mnet_tasks.trained import (
     compose_for_checkpoint,
     load_trained,
@@ -92,37 +87,6 @@ def test_the_command_writes_to_its_default_folder_and_logs_skipped_images(model,
     assert "2 skipped" in capsys.readouterr().out
     assert (tmp_path / "predictions" / "predictions.csv").is_file()
     assert (tmp_path / "predictions" / "predictions.json").is_file()
-
-
-def test_attribute_and_cell_predictions_are_written_by_name(tmp_path):
-    def card(adapter, head: Head) -> ModelCard:
-        outputs = adapter.output_names([head])
-        return ModelCard("task", "task", 0.25, 64, 1.0, [head], head.name, outputs, adapter.activation)
-
-    options = OmegaConf.create({"top_k": 5})
-    adapter = AttributesAdapter()
-    attributes = card(adapter, Head("attributes", 3, labels=["Smiling", "Bald", "Young"]))
-    outputs = {"logits": np.zeros((2, 3)), "probabilities": np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.4]])}
-    records = adapter.describe(attributes, outputs, ["a.jpg", "b.jpg"], options)
-    assert [record["present"] for record in records] == [["Smiling", "Young"], ["Bald"]]
-    (tmp_path / "attributes").mkdir()
-    adapter.write_predictions(tmp_path / "attributes", attributes, records)
-    rows = list(csv.reader((tmp_path / "attributes" / "predictions.csv").read_text().splitlines()))
-    assert rows[0] == ["image", "Smiling", "Bald", "Young"]
-    assert [float(value) for value in rows[2][1:]] == [0.2, 0.7, 0.4]
-
-    adapter = GeolocalizationAdapter()
-    cells = card(adapter, Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]]))
-    outputs = {"logits": np.zeros((1, 3)), "probabilities": np.array([[0.2, 0.5, 0.3]])}
-    records = adapter.describe(cells, outputs, ["c.jpg"], OmegaConf.create({"top_k": 2}))
-    assert (records[0]["label"], records[0]["latitude"], records[0]["longitude"]) == ("8c", 3, 4)
-    assert [entry["label"] for entry in records[0]["top_k"]] == ["8c", "94"]
-    adapter.write_predictions(tmp_path, cells, records)
-    rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
-    assert rows == [
-        ["image", "label", "probability", "latitude", "longitude", "top_k"],
-        ["c.jpg", "8c", "0.500000", "3", "4", "8c:0.500000 94:0.300000"],
-    ]
 
 
 def test_bad_inputs_name_the_key(model, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import re
@@ -11,10 +12,13 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
 
+from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.tasks.attributes import synthetic as faces
+from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
 from mnet_tasks.tasks.attributes.data import (
     CelebADataModule,
     CelebAFormatError,
@@ -352,3 +356,16 @@ def test_teacher_outputs_are_cached_once_and_reused_across_epochs_and_runs(tmp_p
     torch.testing.assert_close(one_epoch.teacher_outputs["train"], one_epoch.teacher(images))
     table = (tmp_path / "three" / "attribute_ap.csv").read_text().splitlines()
     assert table[0] == "epoch,attribute,ap,positive_rate,teacher_ap" and len(table) == 1 + 3 * len(NAMES)
+
+
+def test_predictions_give_every_attribute_by_name_and_the_present_ones(tmp_path: Path) -> None:
+    adapter = AttributesAdapter()
+    head = Head("attributes", 3, labels=["Smiling", "Bald", "Young"])
+    card = ModelCard("task", "task", 0.25, 64, 1.0, [head], head.name, adapter.output_names([head]), "sigmoid")
+    outputs = {"logits": np.zeros((2, 3)), "probabilities": np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.4]])}
+    records = adapter.describe(card, outputs, ["a.jpg", "b.jpg"], OmegaConf.create({"top_k": 5}))
+    assert [record["present"] for record in records] == [["Smiling", "Young"], ["Bald"]]
+    adapter.write_predictions(tmp_path, card, records)
+    rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
+    assert rows[0] == ["image", "Smiling", "Bald", "Young"]
+    assert [float(value) for value in rows[2][1:]] == [0.2, 0.7, 0.4]

@@ -7,10 +7,15 @@ import onnx
 import pytest
 import torch
 
+from mnet_tasks.bench import (
+    benchmark,
+    task_subjects,
+)
 from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.export import export
 from mnet_tasks.onnx_io import onnx_session
 from mnet_tasks.task_module import build_task
+from mnet_tasks.tasks.detection.adapter import DetectionAdapter
 from mnet_tasks.trained import compose_for_checkpoint, load_trained
 
 
@@ -62,3 +67,16 @@ def test_detection_formats_it_cannot_write_are_refused(tmp_path):
         export(compose_for_checkpoint("export", [f"ckpt_path={checkpoint}", "format=torchscript"], "ckpt_path"))
     with pytest.raises(ConfigError, match="int8=true: int8 quantization does not cover detection"):
         export(compose_for_checkpoint("export", [f"ckpt_path={checkpoint}", "int8=true"], "ckpt_path"))
+
+
+def test_detection_benchmark_runs_ssd_beside_torchvisions_ssdlite_eager_and_exported():
+    subjects, anchor = task_subjects(DetectionAdapter(), [0.25], [128], None)
+    runtimes = ["eager_nchw", "onnxruntime_fp32"]
+    rows = benchmark(subjects, runtimes, 1, repeats=2, warmup=1, rounds=1, throughput_batch=0)
+    assert anchor == "torchvision_ssdlite320_mobilenet_v3_large"
+    assert {(r["model"], r["runtime"]) for r in rows} == {
+        (model, runtime) for model in (anchor, "mnet_tasks SSD128 a=0.25") for runtime in runtimes
+    }
+    ours = next(r for r in rows if r["model"] != anchor)
+    assert ours["params"] == sum(p.numel() for p in subjects[1].build().parameters())
+    assert all(r["latency_ms"] > 0 and r["throughput_images_per_s"] is None for r in rows)

@@ -8,6 +8,7 @@ import torch
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.config import compose_config
 from mnet_tasks.cost import profile_model
+from mnet_tasks.run import validate_config
 from mnet_tasks.task_module import build_task
 from mnet_tasks.tasks.detection.anchors import TFDefaultBoxes
 from mnet_tasks.tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
@@ -133,3 +134,16 @@ def test_faster_rcnn_loss_decreases_in_a_few_steps():
 def test_unknown_detector_is_named():
     with pytest.raises(Exception, match=r"task\.detector\.name must be one of \['faster_rcnn', 'ssd'\]"):
         build_task(compose_config(["task=detection", "task.detector.name=yolo"]), num_classes=3)
+
+
+def test_ssd_builds_at_the_smallest_input_its_extra_layers_stop_at_one_pixel() -> None:
+    """No input that MobileNetV1 accepts is too small for SSD: the extra layers' padded stride-2 convolutions keep
+    a 1x1 map at 1x1 (this test fails if that changes, and a check_config limit is then needed)."""
+    cfg = compose_config(["task=detection", "backbone.resolution=32"])
+    validate_config(cfg)
+    module = build_task(cfg, num_classes=2, category_ids=[1, 2], category_names=["a", "b"]).eval()
+    with torch.no_grad():
+        maps = module.detector.backbone(torch.rand(1, 3, 32, 32))
+        detections = module([torch.rand(3, 32, 32)])
+    assert [tuple(m.shape[-2:]) for m in maps.values()] == [(2, 2), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1)]
+    assert detections[0]["boxes"].shape[1] == 4

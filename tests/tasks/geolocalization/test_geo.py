@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import s2geometry as s2
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
+from mnet_tasks.model_card import Head, ModelCard
+from mnet_tasks.tasks.geolocalization.adapter import GeolocalizationAdapter
 from mnet_tasks.tasks.geolocalization.baseline import best_constant_guess
 from mnet_tasks.tasks.geolocalization.cells import Cell, Partition, build_partition, read_partitions, write_partitions
 from mnet_tasks.tasks.geolocalization.data import GeoDataModule, read_geo_list
@@ -516,3 +519,19 @@ def test_bare_task_has_the_cost_of_the_papers_mobilenet_planet():
     assert cost.params_by_layer_type["fully connected"] / 1e6 == pytest.approx(10.0, abs=0.3)
     with pytest.raises(RuntimeError, match="bare cost profile"):
         task.locate(torch.zeros(1, 3, 64, 64))
+
+
+def test_predictions_name_the_cell_with_its_centroid_and_the_top_k(tmp_path: Path) -> None:
+    adapter = GeolocalizationAdapter()
+    head = Head("cells", 3, labels=["89", "8c", "94"], centroids=[[1, 2], [3, 4], [5, 6]])
+    card = ModelCard("task", "task", 0.25, 64, 1.0, [head], head.name, adapter.output_names([head]), "softmax")
+    outputs = {"logits": np.zeros((1, 3)), "probabilities": np.array([[0.2, 0.5, 0.3]])}
+    records = adapter.describe(card, outputs, ["c.jpg"], OmegaConf.create({"top_k": 2}))
+    assert (records[0]["label"], records[0]["latitude"], records[0]["longitude"]) == ("8c", 3, 4)
+    assert [entry["label"] for entry in records[0]["top_k"]] == ["8c", "94"]
+    adapter.write_predictions(tmp_path, card, records)
+    rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
+    assert rows == [
+        ["image", "label", "probability", "latitude", "longitude", "top_k"],
+        ["c.jpg", "8c", "0.500000", "3", "4", "8c:0.500000 94:0.300000"],
+    ]
