@@ -4,7 +4,7 @@
 batch-1 latency and the batched throughput in up to four runtimes (PyTorch eager NCHW, eager channels_last, ONNX
 Runtime fp32, ONNX Runtime int8), for our network as ``predict`` and ``export`` run it (BatchNorm folded) and, at
 each input size, for the task's reference models (random weights, nothing downloaded). ``--task`` names any
-registered task; its family (:class:`mnet_tasks.inference.TaskFamily`) says what is timed:
+registered task; its adapter (:class:`mnet_tasks.adapter.TaskAdapter`) says what is timed:
 
 - the default (classification, attributes, geolocalization: the cost is the backbone): MobileNetV1 at
   ``224ρ`` px beside timm ``mobilenetv1_100`` (the anchor), torchvision ``mobilenet_v2`` and ``mobilenet_v3_large``;
@@ -19,6 +19,9 @@ step on the same model, batch and data (``--no-training`` skips it).
 
 Writes ``bench.csv``, ``training.csv`` and ``bench.md`` (both tables and the ratios) to ``--out-dir``.
 ``--quick`` is a small smoke run of every path.
+
+Command line: argparse, not a Hydra app: one process times many networks and sizes interleaved, and composes each
+task's config itself (``--task``).
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ import timm
 import torch
 from torch import nn
 
+from mnet_tasks.adapter import TaskAdapter, adapter_of
 from mnet_tasks.config import compose_config
-from mnet_tasks.inference import TaskFamily, family_of
-from mnet_tasks.profile import profile_model
+from mnet_tasks.cost import profile_model
 from mnet_tasks.registry import task_class_of_target
 
 RUNTIMES = ("eager_nchw", "eager_channels_last", "onnxruntime_fp32", "onnxruntime_int8")
@@ -109,7 +112,7 @@ class Subject:
     name: str
     build: Callable[[], nn.Module]
     input_size: int
-    family: TaskFamily
+    adapter: TaskAdapter
     alpha: float | None = None
     rho: float | None = None
     fold_bn: bool = False
@@ -117,28 +120,28 @@ class Subject:
     madds: int = 0
 
     def runnable(self) -> nn.Module:
-        from mnet_tasks.inference import fold_batchnorm
+        from mnet_tasks.trained import fold_batchnorm
 
         model = self.build().eval()
         return fold_batchnorm(model) if self.fold_bn else model
 
 
 def task_subjects(
-    family: TaskFamily, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None
+    adapter: TaskAdapter, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None
 ) -> tuple[list[Subject], str | None]:
-    """The family's anchors and our network at every α, at each input size; and the anchor's name."""
-    builders = family.bench_anchors()
+    """The adapter's anchors and our network at every α, at each input size; and the anchor's name."""
+    builders = adapter.bench_anchors()
     anchors = list(builders) if anchors is None else list(anchors)
     unknown = sorted(set(anchors) - builders.keys())
     if unknown:
         raise ValueError(f"--anchors: unknown {unknown}; choose from {', '.join(builders)}")
     subjects = []
     for size in sizes:
-        rho = size / family.bench_native_size
-        subjects += [Subject(name, builders[name], size, family, rho=rho) for name in anchors]
+        rho = size / adapter.bench_native_size
+        subjects += [Subject(name, builders[name], size, adapter, rho=rho) for name in anchors]
         for alpha in alphas:
-            build = functools.partial(family.bench_model, alpha, size)
-            subjects.append(Subject(family.bench_name(alpha, size), build, size, family, alpha, rho, fold_bn=True))
+            build = functools.partial(adapter.bench_model, alpha, size)
+            subjects.append(Subject(adapter.bench_name(alpha, size), build, size, adapter, alpha, rho, fold_bn=True))
     return subjects, next(iter(anchors), None)
 
 
@@ -166,6 +169,10 @@ def time_interleaved(timers: Sequence[Timer], warmup: int, rounds: int, per_roun
     (ONNX Runtime's and OpenMP's wait busily for more work) go to sleep; measured here, without it a session timed
     right after another ONNX Runtime session ran 2x slower. At batch 1 the turn then makes one untimed call, which
     brings the model back into the caches the other models used.
+
+    Hand-written rather than ``torch.utils.benchmark.Timer``: that times one statement's runs back to back (no
+    turns across subjects, no pause between runtimes) and sets its own thread count for torch only, not for ONNX
+    Runtime, while the bench compares both at one ``--threads``.
     """
     for timer in timers:
         for _ in range(warmup):
@@ -207,9 +214,9 @@ def onnx_models(subject: Subject, runtimes: Sequence[str], workdir: Path, index:
     """The subject exported (and quantized) as ``python -m mnet_tasks.export`` does."""
     from mnet_tasks.quantize import quantize_onnx
 
-    family = subject.family
-    network = family.inference_network(subject.runnable(), None)
-    fp32 = family.export_onnx(network, workdir / f"model{index}.onnx", subject.input_size)
+    adapter = subject.adapter
+    network = adapter.inference_network(subject.runnable(), None)
+    fp32 = adapter.export_onnx(network, workdir / f"model{index}.onnx", subject.input_size)
     paths = {"onnxruntime_fp32": fp32}
     if "onnxruntime_int8" in runtimes:
         paths["onnxruntime_int8"] = quantize_onnx(
@@ -242,7 +249,7 @@ def benchmark(
     with tempfile.TemporaryDirectory() as workdir:
         sessions = {}
         if any(runtime.startswith("onnxruntime") for runtime in runtimes):
-            from mnet_tasks.export import onnx_session
+            from mnet_tasks.onnx_io import onnx_session
 
             for index, subject in enumerate(subjects):
                 for runtime, path in onnx_models(subject, runtimes, Path(workdir), index).items():
@@ -252,12 +259,12 @@ def benchmark(
             for runtime in runtimes:
                 model = subject.runnable() if runtime in EAGER_FORMATS else None
                 for batch in batches:
-                    images = subject.family.bench_input(subject.input_size, batch)
+                    images = subject.adapter.bench_input(subject.input_size, batch)
                     if model is not None:
                         call = eager_call(model, images, EAGER_FORMATS[runtime])
                     else:
                         session = sessions[subject.name, subject.input_size, runtime]
-                        call = onnx_call(session, subject.family.exported_input(images))
+                        call = onnx_call(session, subject.adapter.exported_input(images))
                     timers[batch].append(Timer(subject, runtime, batch, call))
         for batch, count in ((1, repeats), (throughput_batch, throughput_repeats)):
             if batch > 0:
@@ -356,7 +363,7 @@ def bare_loop(module: nn.Module, datamodule: Any, clock: StepClock, steps: int) 
     """The same model, optimizer, loader and training step (its loss) in a plain loop: step, backward, update."""
     from hydra.utils import instantiate
 
-    from mnet_tasks.tasks.base import parameter_groups
+    from mnet_tasks.task_module import parameter_groups
 
     module.train()
     groups = parameter_groups(module, module.hparams.weight_decay)
@@ -377,7 +384,7 @@ def training_throughput(overrides: Sequence[str], steps: int, warmup: int, worke
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from mnet_tasks.run import build_task
+    from mnet_tasks.task_module import build_task
 
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -524,13 +531,13 @@ def main(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     task_overrides = [f"task={args.task}"] if args.task else []
     task = compose_config(task_overrides).task
-    family = family_of(task_class_of_target(task._target_))
-    runtimes = args.runtimes or list(family.bench_runtimes)
-    if unsupported := sorted(set(runtimes) - set(family.bench_runtimes)):
+    adapter = adapter_of(task_class_of_target(task._target_))
+    runtimes = args.runtimes or list(adapter.bench_runtimes)
+    if unsupported := sorted(set(runtimes) - set(adapter.bench_runtimes)):
         raise SystemExit(f"--runtimes: a {task.name} model does not run in {unsupported}")
-    sizes = [args.size] if args.size else [round(family.bench_native_size * rho) for rho in args.rho]
-    subjects, anchor = task_subjects(family, args.alpha, sizes, args.anchors)
-    throughput_batch = family.bench_throughput_batch if args.throughput_batch is None else args.throughput_batch
+    sizes = [args.size] if args.size else [round(adapter.bench_native_size * rho) for rho in args.rho]
+    subjects, anchor = task_subjects(adapter, args.alpha, sizes, args.anchors)
+    throughput_batch = adapter.bench_throughput_batch if args.throughput_batch is None else args.throughput_batch
     header = run_header(args.threads)
     print(header, flush=True)
     rows = benchmark(

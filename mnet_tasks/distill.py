@@ -1,19 +1,17 @@
-"""``python -m mnet_tasks.distill [overrides]``: train a teacher, distill students from it, compare them.
+"""``python -m mnet_tasks.distill experiment=<student experiment> [overrides]``: train a teacher, distill students
+from it, compare them.
 
-The recipe is the ``distill`` section of ``conf/experiment/attributes_distill.yaml``: the experiment that trains
-the teacher on the labels (``distill.teacher``, by default ``attributes_teacher``), then one list of overrides per
-student; each student is ``experiment=attributes_distill`` (pure distillation, unlabeled images included) from
-the teacher's best checkpoint. Every job is an ordinary ``run(cfg)`` in its own folder under
-``<paths.log_dir>/attributes/distill/<time>/``; the students share one cache of the teacher's outputs, and
-``summary.csv`` and the printed table compare mean AP, cost and time.
+The recipe is the ``distill`` section of the student experiment (e.g. ``attributes_distill``): the experiment that
+trains the teacher on the labels (``distill.teacher``), then one list of overrides per student; each student is a
+run of the student experiment from the teacher's best checkpoint (``task.teacher.checkpoint``). Every job is an
+ordinary ``run(cfg)`` in its own folder under ``<paths.log_dir>/<task name>/distill/<time>/``; the students share one
+cache of the teacher's outputs (``task.teacher.cache_dir``), and ``summary.csv`` and the printed table compare the
+task's metrics, cost and time.
 
 Command-line overrides apply to every job (e.g. ``trainer.max_epochs=3``), but a student's own overrides win over
 them (``backbone.alpha=0.5`` sets the teacher's width, not the students'); ``distill.*`` overrides change the
-recipe, e.g. ``distill.teacher_checkpoint=path`` skips training a teacher. It is the two-command recipe, as one::
-
-    python -m mnet_tasks experiment=attributes_teacher hydra.run.dir=outputs/attributes/teacher
-    python -m mnet_tasks experiment=attributes_distill \
-        task.teacher.checkpoint=outputs/attributes/teacher/checkpoints/epoch009.ckpt
+recipe, e.g. ``distill.teacher_checkpoint=path`` skips training a teacher. Not a Hydra app: it runs several
+composed configs, one per job, which one ``@hydra.main`` cannot.
 """
 
 from __future__ import annotations
@@ -26,28 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from mnet_tasks.config import compose_config
+from mnet_tasks.config import ConfigError, compose_config
 from mnet_tasks.run import run, summary
 
 log = logging.getLogger("mnet_tasks.distill")
 
-STUDENT_EXPERIMENT = "attributes_distill"
-SUMMARY_COLUMNS = (
-    "job",
-    "alpha",
-    "rho",
-    "input_size",
-    "madds",
-    "params",
-    "val/map",
-    "val/mean_accuracy",
-    "val/emulation_ce",
-    "duration_s",
-    "status",
-    "output_dir",
-)
+COST_COLUMNS = ("job", "alpha", "rho", "input_size", "madds", "params")
+RUN_COLUMNS = ("duration_s", "status", "output_dir")
 
 
 def name_part(override: str) -> str:
@@ -68,34 +54,44 @@ def run_job(experiment: str, folder: Path, overrides: list[str]) -> dict[str, An
 
 def summary_row(job: str, record: dict[str, Any], epoch: str) -> dict[str, Any]:
     """A job's cost and its ``final`` or ``best`` validation metrics (from metrics.json)."""
-    metrics = record["metrics"][epoch]
-    row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-    row.update({key: metrics.get(key) for key in SUMMARY_COLUMNS if key.startswith("val/")}, job=job)
-    return row
+    row = {key: record.get(key) for key in (*COST_COLUMNS, *RUN_COLUMNS)}
+    return {**row, **record["metrics"][epoch], "job": job}
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
     def number(value: Any, scale: float = 1.0, digits: int = 4) -> str:
         return "-" if value is None else f"{value / scale:.{digits}f}"
 
-    lines = [f"{'job':<26}{'alpha':>6}{'input':>6}{'MAdds M':>9}{'params M':>9}{'val/map':>9}{'emul. CE':>9}{'s':>7}"]
+    header = f"{'job':<26}{'alpha':>6}{'input':>6}{'MAdds M':>9}{'params M':>9}"
+    lines = [header + "".join(f"{name:>{max(10, len(name) + 1)}}" for name in metrics) + f"{'s':>7}"]
     for row in rows:
-        lines.append(
-            f"{row['job']:<26}{row['alpha']!s:>6}{row['input_size']!s:>6}{number(row['madds'], 1e6, 1):>9}"
-            f"{number(row['params'], 1e6, 3):>9}{number(row['val/map']):>9}{number(row['val/emulation_ce']):>9}"
-            f"{number(row['duration_s'], 1, 0):>7}"
-        )
+        line = f"{row['job']:<26}{row['alpha']!s:>6}{row['input_size']!s:>6}{number(row['madds'], 1e6, 1):>9}"
+        line += f"{number(row['params'], 1e6, 3):>9}"
+        line += "".join(f"{number(row.get(name)):>{max(10, len(name) + 1)}}" for name in metrics)
+        lines.append(line + f"{number(row['duration_s'], 1, 0):>7}")
     return "\n".join(lines)
+
+
+def student_experiment(overrides: list[str]) -> str:
+    """The ``experiment=`` the command names: the students' experiment, whose ``distill`` section is the recipe."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    chosen = [o.value() for o in parsed if o.key_or_group == "experiment" and isinstance(o.value(), str)]
+    if not chosen:
+        raise ConfigError("experiment is required: the students' experiment, one whose config has a distill section")
+    return chosen[-1]
 
 
 def main(overrides: list[str]) -> list[dict[str, Any]]:
     """Run the recipe; returns one summary row per job (teacher first unless a checkpoint was given)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    recipe_cfg = compose_config([f"experiment={STUDENT_EXPERIMENT}", *overrides])
+    experiment = student_experiment(overrides)
+    recipe_cfg = compose_config(overrides)
+    if "distill" not in recipe_cfg:
+        raise ConfigError(f"experiment={experiment} has no distill section (the teacher and the students to train)")
     recipe = recipe_cfg.distill
-    every_job = [o for o in overrides if not o.lstrip("+~").startswith("distill.")]
+    every_job = [o for o in overrides if not o.lstrip("+~").startswith(("distill.", "experiment="))]
     started = time.strftime("%Y-%m-%d_%H-%M-%S")
-    folder = Path(recipe.output_dir or Path(recipe_cfg.paths.log_dir) / "attributes" / "distill" / started)
+    folder = Path(recipe.output_dir or Path(recipe_cfg.paths.log_dir) / recipe_cfg.task.name / "distill" / started)
     rows = []
 
     checkpoint = recipe.teacher_checkpoint
@@ -113,18 +109,20 @@ def main(overrides: list[str]) -> list[dict[str, Any]]:
         job = "student_" + "_".join(name_part(override) for override in student)
         distilled = [f"task.teacher.checkpoint={checkpoint}", f"task.teacher.cache_dir={folder / 'teacher_cache'}"]
         try:
-            record = run_job(STUDENT_EXPERIMENT, folder / job, [*every_job, *student, *distilled])
+            record = run_job(experiment, folder / job, [*every_job, *student, *distilled])
         except Exception:
             log.exception("%s failed; the other students go on", job)
             failed.append(job)
             continue
         rows.append(summary_row(job, record, "final"))
 
+    metrics = sorted({name for row in rows for name in row} - {*COST_COLUMNS, *RUN_COLUMNS})
     with open(folder / "summary.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=SUMMARY_COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=[*COST_COLUMNS, *metrics, *RUN_COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\ndistilled from {checkpoint}\n{format_table(rows)}\nsummary: {folder / 'summary.csv'}", flush=True)
+    table = format_table(rows, [recipe_cfg.task.monitor, *(m for m in metrics if m != recipe_cfg.task.monitor)][:3])
+    print(f"\ndistilled from {checkpoint}\n{table}\nsummary: {folder / 'summary.csv'}", flush=True)
     if failed:
         raise RuntimeError(f"students failed: {', '.join(failed)} (their errors are logged above)")
     return rows

@@ -8,7 +8,7 @@ convolutions and writes, beside the checkpoint in ``export/``:
   and their labels) in its metadata. Classifier heads (classification, fine-grained, attributes,
   geolocalization): input ``images`` ``(N, 3, S, S)`` with a dynamic batch size, the logits and probabilities of
   every head out. Detection (ONNX): one image of any size in, boxes, labels and scores out, NMS in the graph
-  (:mod:`mnet_tasks.detection.deploy`);
+  (its task's adapter);
 - ``<name>.safetensors``: the weights as trained (loadable as ``backbone.pretrained``), the card in its header;
 - ``<name>.int8.onnx`` with ``int8=true``: ONNX Runtime static quantization (:mod:`mnet_tasks.quantize`);
 - ``<name>.export.json``: what was written, the parity check (max abs difference of every output between the
@@ -17,6 +17,10 @@ convolutions and writes, beside the checkpoint in ``export/``:
   and, with int8, the accuracy change on the validation split.
 
 The data config (``data.*``, the task's data by default) gives the preprocessing and the int8 calibration images.
+
+Command line: Hydra overrides on ``conf/export.yaml``, composed in-process rather than by ``@hydra.main``: the
+checkpoint's task config is chosen before the user's overrides (``compose_for_checkpoint``), and no run folder is
+made.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,69 +38,16 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 from torch import nn
 
+from mnet_tasks.adapter import RunExported
 from mnet_tasks.config import ConfigError
-from mnet_tasks.inference import (
-    CARD_KEY,
-    ModelCard,
-    RunExported,
-    TrainedModel,
-    compose_for_checkpoint,
-    load_trained,
-    validation_crop,
-)
+from mnet_tasks.model_card import CARD_KEY, ModelCard
+from mnet_tasks.onnx_io import TRACED_BATCH, onnx_call, onnx_session
+from mnet_tasks.trained import TrainedModel, compose_for_checkpoint, load_trained, validation_crop
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-INPUT_NAME = "images"
-TRACED_BATCH = 2  # torch.export specialises batch sizes 0 and 1; the batch dimension stays dynamic
 TORCHSCRIPT_CARD_FILE = f"{CARD_KEY}.json"
-
-
-def export_onnx(
-    network: nn.Module, path: str | Path, input_size: int, output_names: Sequence[str], card: ModelCard | None = None
-) -> Path:
-    """Export with the torch.export-based exporter, batch dimension dynamic; the card goes in the metadata."""
-    import onnx
-
-    path = Path(path)
-    example = torch.randn(TRACED_BATCH, 3, input_size, input_size)
-    torch.onnx.export(
-        network.eval(),
-        (example,),
-        path,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-        input_names=[INPUT_NAME],
-        output_names=list(output_names),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )
-    if card is not None:
-        model = onnx.load(path)
-        onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
-        onnx.save(model, path)
-    return path
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session with every graph optimisation; ``threads`` intra-op threads (None: its default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_card(session, path: str | Path) -> ModelCard:
-    """The model card an exported model carries in its metadata."""
-    metadata = session.get_modelmeta().custom_metadata_map
-    if CARD_KEY not in metadata:
-        raise ValueError(f"{path} carries no {CARD_KEY} model card: export it with python -m mnet_tasks.export")
-    return ModelCard.from_json(metadata[CARD_KEY], path)
 
 
 def export_torchscript(network: nn.Module, path: str | Path, input_size: int, card: ModelCard) -> Path:
@@ -136,18 +86,13 @@ def torch_call(network: nn.Module) -> RunExported:
     return call
 
 
-def onnx_call(session) -> RunExported:
-    input_name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {input_name: images.numpy()})
-
-
 def parity(trained: TrainedModel, run_exported: RunExported, count: int) -> dict[str, float]:
-    """The family's differences (max abs difference of every output for classifier heads) between the checkpoint
+    """The adapter's differences (max abs difference of every output for classifier heads) between the checkpoint
     as trained, in PyTorch, and the exported model, on the same random inputs."""
-    family, card = trained.family, trained.card
-    images = family.example_images(card, count)
-    expected = family.run(torch_call(trained.reference()), images, card)
-    return family.compare(expected, family.run(run_exported, images, card))
+    adapter, card = trained.adapter, trained.card
+    images = adapter.example_images(card, count)
+    expected = adapter.run(torch_call(trained.reference()), images, card)
+    return adapter.compare(expected, adapter.run(run_exported, images, card))
 
 
 def default_output_dir(ckpt_path: str | Path) -> Path:
@@ -161,10 +106,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if cfg.int8 and cfg.format != "onnx":
         raise ConfigError("int8=true quantizes the ONNX model: use format=onnx")
     trained = load_trained(cfg.ckpt_path, validation_crop(cfg))
-    card, family = trained.card, trained.family
-    if cfg.format not in family.formats:
-        raise ConfigError(f"format={cfg.format}: a {card.task} model exports to {', '.join(family.formats)}")
-    if cfg.int8 and not family.supports_int8:
+    card, adapter = trained.card, trained.adapter
+    if cfg.format not in adapter.formats:
+        raise ConfigError(f"format={cfg.format}: a {card.task} model exports to {', '.join(adapter.formats)}")
+    if cfg.int8 and not adapter.supports_int8:
         raise ConfigError(f"int8=true: int8 quantization does not cover {card.task} models yet")
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg.ckpt_path)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -173,14 +118,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
     network = trained.network()
     if cfg.format == "onnx":
-        family.export_onnx(network, model_path, card.input_size, card)
+        adapter.export_onnx(network, model_path, card.input_size, card)
         run_exported = onnx_call(onnx_session(model_path))
     else:
         export_torchscript(network, model_path, card.input_size, card)
         run_exported = torch_call(load_torchscript(model_path)[0])
 
     differences = parity(trained, run_exported, cfg.parity.batch_size)
-    tolerances = {name: cfg.parity.atol_for.get(name, cfg.parity.atol) for name in differences}
+    defaults = {name: adapter.parity_atol.get(name, cfg.parity.atol) for name in differences}
+    tolerances = {name: cfg.parity.atol_for.get(name, defaults[name]) for name in differences}
     report: dict[str, Any] = {
         "checkpoint": str(cfg.ckpt_path),
         "format": cfg.format,

@@ -17,6 +17,8 @@ files in its folder, so a task added as a plug-in gets a leaderboard the same wa
 for each new row whose checkpoint still exists: the task module rebuilt from the checkpoint, BatchNorm folded,
 batch 1 at the run's input size, eager PyTorch on the CPU, the median of ``--latency-repeats`` calls after
 warm-up, the models taking turns (``--latency-threads`` threads, default 1). ``--no-latency`` skips it.
+
+Command line: argparse, not a Hydra app: its input is folders of finished runs, not a config.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def measure_latency(rows: Sequence[dict[str, Any]], checkpoints: dict[str, str],
     import torch
 
     from mnet_tasks.bench import Subject, Timer, eager_call, time_interleaved
-    from mnet_tasks.inference import load_trained
+    from mnet_tasks.trained import load_trained
 
     timers = {}
     for row in rows:
@@ -241,9 +243,9 @@ def measure_latency(rows: Sequence[dict[str, Any]], checkpoints: dict[str, str],
         except (ValueError, FileNotFoundError, RuntimeError) as error:
             log.warning("no latency for %s: %s", row["run"], error)
             continue
-        network, family, size = trained.network(), trained.family, int(row["input_size"])
-        subject = Subject(name=row["run"], build=lambda network=network: network, input_size=size, family=family)
-        call = eager_call(network, family.exported_input(family.bench_input(size, 1)), torch.contiguous_format)
+        network, adapter, size = trained.network(), trained.adapter, int(row["input_size"])
+        subject = Subject(name=row["run"], build=lambda network=network: network, input_size=size, adapter=adapter)
+        call = eager_call(network, adapter.exported_input(adapter.bench_input(size, 1)), torch.contiguous_format)
         timers[row["run"]] = Timer(subject, "eager_nchw", 1, call)
     if not timers:
         return

@@ -3,7 +3,7 @@
 ``python -m mnet_tasks.predict model=<checkpoint | .onnx | .pt> images=<folder> [output_dir=...]`` writes
 ``predictions.csv`` and ``predictions.json`` in ``output_dir``. A checkpoint runs in PyTorch with BatchNorm folded
 and channels_last memory; an exported ``.onnx`` in ONNX Runtime (int8 models too), a ``.pt`` as TorchScript. Every
-image goes through the model's preprocessing (from its model card); its task family reads the outputs:
+image goes through the model's preprocessing (from its model card); its task adapter reads the outputs:
 
 - classification, fine-grained: the top class and its probability, and the ``top_k`` classes;
 - attributes: the probability of every attribute, and the attributes present (probability >= 0.5);
@@ -14,6 +14,9 @@ image goes through the model's preprocessing (from its model card); its task fam
 
 Classes are named by index (a classification checkpoint keeps no class names), attributes by name, cells by token.
 Images that cannot be read are skipped, listed with the reason in the JSON and the log.
+
+Command line: Hydra overrides on ``conf/predict.yaml``, composed in-process like export's (the model's task config
+is chosen first; no run folder).
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from mnet_tasks.adapter import RunExported, adapter_of
 from mnet_tasks.config import ConfigError
-from mnet_tasks.data.imagefolder import is_image_file
+from mnet_tasks.data.datamodule import IMAGE_EXTENSIONS, is_image_file
 from mnet_tasks.data.images import ImageReadError, read_rgb
-from mnet_tasks.export import load_torchscript, onnx_call, onnx_card, onnx_session, torch_call
-from mnet_tasks.inference import ModelCard, RunExported, compose_for_checkpoint, load_trained, validation_crop
+from mnet_tasks.export import load_torchscript, torch_call
+from mnet_tasks.model_card import ModelCard
+from mnet_tasks.onnx_io import onnx_call, onnx_card, onnx_session
+from mnet_tasks.registry import task_class
+from mnet_tasks.trained import compose_for_checkpoint, load_trained, validation_crop
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +73,17 @@ def collate_readable(items: list[tuple[str, torch.Tensor | None, str | None]]) -
     }
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def list_images(folder: str | Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """The image files under ``folder`` (searched recursively), and every other file with why it is left out."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"images: no folder at {folder}")
-    paths = sorted(path for path in folder.rglob("*") if path.is_file() and is_image_file(path.name))
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    paths = [path for path in files if is_image_file(path.name)]
     if not paths:
-        raise ConfigError(f"images: no image files (.jpg, .png, ...) under {folder}")
-    return paths
+        raise ConfigError(f"images: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
+    reason = f"extension not supported (predict reads {', '.join(sorted(IMAGE_EXTENSIONS))})"
+    return paths, [{"image": str(path), "error": f"{path}: {reason}"} for path in files if not is_image_file(path.name)]
 
 
 def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[ModelCard, RunExported, str]:
@@ -111,9 +121,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image under ``cfg.images`` with ``cfg.model``; returns what predictions.json holds."""
     if not cfg.images:
         raise ConfigError("images is required: images=/path/to/folder")
-    paths = list_images(cfg.images)
+    paths, skipped = list_images(cfg.images)
     card, run_model, runtime = load_model(cfg.model, validation_crop(cfg), cfg.threads)
-    family = card.task_family()
+    adapter = adapter_of(task_class(card.family))
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(
@@ -122,16 +132,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.num_workers,
         collate_fn=collate_readable,
     )
-    records, skipped = [], []
+    records = []
     for batch in loader:
         skipped += batch["skipped"]
         if batch["images"]:
-            described = family.describe(card, family.run(run_model, batch["images"], card), batch["paths"], cfg)
-            family.save_pictures(output_dir, card, described, batch["images"])
+            described = adapter.describe(card, adapter.run(run_model, batch["images"], card), batch["paths"], cfg)
+            adapter.save_pictures(output_dir, card, described, batch["images"])
             records += described
     for entry in skipped:
         log.warning("skipped: %s", entry["error"])
-    family.write_predictions(output_dir, card, records)
+    adapter.write_predictions(output_dir, card, records)
     result = {
         "model": str(cfg.model),
         "runtime": runtime,

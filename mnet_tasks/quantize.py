@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Subset
 
 from mnet_tasks.config import ConfigError
 from mnet_tasks.data.bad_files import SkippingDataLoader
-from mnet_tasks.export import INPUT_NAME, onnx_session
-from mnet_tasks.inference import ModelCard, TrainedModel
+from mnet_tasks.model_card import ModelCard
+from mnet_tasks.onnx_io import INPUT_NAME, onnx_session, set_metadata
+from mnet_tasks.trained import TrainedModel
 
 # Quantizing the activations too lets ONNX Runtime fuse each Conv with its ReLU6 (Clip) or ReLU into one
 # QLinearConv; left float, every layer would go back to float and forth (about 1.4x slower).
@@ -71,9 +72,7 @@ def quantize_onnx(
         )
     metadata = {prop.key: prop.value for prop in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
     if metadata:
-        model = onnx.load(str(int8_path))
-        onnx.helper.set_model_props(model, metadata)
-        onnx.save(model, str(int8_path))
+        set_metadata(int8_path, metadata)
     return Path(int8_path)
 
 
@@ -90,23 +89,23 @@ def compare_accuracy(
     fp32_path: Path, int8_path: Path, loader: DataLoader, trained: TrainedModel, max_images: int | None
 ) -> dict[str, Any]:
     """The task's metric for both models on the validation images, and how often their decisions agree."""
-    family, card = trained.family, trained.card
+    adapter, card = trained.adapter, trained.card
     sessions = {"fp32": onnx_session(fp32_path), "int8": onnx_session(int8_path)}
     output = card.probability_output(card.predict_head)
     totals = dict.fromkeys(sessions, 0.0)
     scored = seen = agreeing = decisions = 0
     for batch in loader:
-        images, targets = family.images_and_targets(batch, card)
+        images, targets = adapter.images_and_targets(batch, card)
         if max_images is not None:
             images, targets = images[: max_images - seen], targets[: max_images - seen]
         probabilities = {
             name: session.run([output], {INPUT_NAME: images.numpy()})[0] for name, session in sessions.items()
         }
         for name, values in probabilities.items():
-            total, count = family.score(values, targets)
+            total, count = adapter.score(values, targets)
             totals[name] += total
         scored += count
-        same = family.decisions(probabilities["fp32"]) == family.decisions(probabilities["int8"])
+        same = adapter.decisions(probabilities["fp32"]) == adapter.decisions(probabilities["int8"])
         agreeing, decisions = agreeing + int(same.sum()), decisions + same.size
         seen += len(images)
         if max_images is not None and seen >= max_images:
@@ -116,7 +115,7 @@ def compare_accuracy(
     fp32, int8 = totals["fp32"] / scored, totals["int8"] / scored
     return {
         "split": "val",
-        "metric": family.metric,
+        "metric": adapter.metric,
         "images": seen,
         "scored": scored,
         "fp32": fp32,
@@ -132,13 +131,13 @@ def quantize_trained(cfg: DictConfig, trained: TrainedModel, fp32_path: Path, in
     options = cfg.quantization
     card = trained.card
     with tempfile.TemporaryDirectory() as workdir:
-        data_kwargs = trained.family.data_kwargs(trained.hparams, Path(workdir))
+        data_kwargs = trained.adapter.data_kwargs(trained.hparams, Path(workdir))
         datamodule = instantiate(cfg.data, image_size=card.input_size, **data_kwargs)
         datamodule.prepare_data()
         calibration = calibration_loader(
             datamodule, card, options.calibration_images, options.batch_size, cfg.data.num_workers, cfg.seed
         )
-        batches = (trained.family.images_and_targets(batch, card)[0].numpy() for batch in calibration)
+        batches = (trained.adapter.images_and_targets(batch, card)[0].numpy() for batch in calibration)
         quantize_onnx(fp32_path, int8_path, batches, options.format, options.per_channel)
         datamodule.setup("validate")
         accuracy = compare_accuracy(fp32_path, int8_path, datamodule.val_dataloader(), trained, options.eval_images)

@@ -14,7 +14,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mnet_tasks.tasks.base import TaskModule
+    from pytorch_lightning import LightningModule
 
 TASKS_GROUP = "mnet_tasks.tasks"
 CONFIGS_GROUP = "mnet_tasks.configs"
@@ -40,9 +40,9 @@ def registered_names() -> list[str]:
 
 
 @functools.cache
-def task_class(name: str) -> type[TaskModule]:
-    """The task class registered as ``name``."""
-    from mnet_tasks.tasks.base import TaskModule
+def task_class(name: str) -> type[LightningModule]:
+    """The task class registered as ``name`` (the caller that builds it checks that it is a ``TaskModule``)."""
+    from pytorch_lightning import LightningModule
 
     entry = task_entry_points().get(name)
     if entry is None:
@@ -54,8 +54,8 @@ def task_class(name: str) -> type[TaskModule]:
         cls = entry.load()
     except Exception as error:
         raise RegistryError(f"task {name!r} ({entry.value}) cannot be imported: {error}") from error
-    if not (isinstance(cls, type) and issubclass(cls, TaskModule)):
-        raise RegistryError(f"task {name!r} ({entry.value}) is not a TaskModule subclass")
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise RegistryError(f"task {name!r} ({entry.value}) is not a LightningModule (subclass mnet_tasks TaskModule)")
     return cls
 
 
@@ -65,18 +65,24 @@ def _name_of(path: str) -> str | None:
 
 
 def registered_name(cls: type) -> str | None:
-    """The name ``cls`` is registered under (None if it is not)."""
-    return _name_of(f"{cls.__module__}:{cls.__qualname__}")
+    """The name ``cls`` is registered under (None if it is not). An entry may name the class where its package
+    exports it (``pkg:Task``) while it is defined in a submodule (``pkg.module``); only entries of the class's own
+    package are loaded to compare."""
+    for name, entry in task_entry_points().items():
+        package = entry.value.partition(":")[0]
+        if (cls.__module__ == package or cls.__module__.startswith(f"{package}.")) and entry.load() is cls:
+            return name
+    return None
 
 
-def task_class_of_target(target: str) -> type[TaskModule]:
+def task_class_of_target(target: str) -> type[LightningModule]:
     """The registered task class a config's ``task._target_`` names."""
     module, _, qualname = target.rpartition(".")
     name = _name_of(f"{module}:{qualname}")
     if name is None:
         raise RegistryError(
             f"task._target_={target} is not a registered task class: register it in the {TASKS_GROUP!r} entry "
-            f"points of its package (README, 'Write your own task'); registered: {', '.join(registered_names())}"
+            f"points of its package (tests/plugin_example/README.md); registered: {', '.join(registered_names())}"
         )
     return task_class(name)
 

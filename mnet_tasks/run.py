@@ -18,25 +18,57 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mnet_tasks.callbacks import ResumeState, ValidationHistory
-from mnet_tasks.config import ConfigError, validate_config
+from mnet_tasks.checkpoints import load_checkpoint
+from mnet_tasks.config import ConfigError
+from mnet_tasks.cost import profile_model
 from mnet_tasks.data.bad_files import BadFileReport
-from mnet_tasks.profile import profile_model
-from mnet_tasks.tasks.base import TaskModule
+from mnet_tasks.registry import RegistryError, task_class_of_target
+from mnet_tasks.task_module import NONFINITE_LOSS_ACTIONS, TaskModule, build_task
 
 log = logging.getLogger(__name__)
 
 
-# Keys of the task config that set how it trains, not what it builds (TaskModule.set_nonfinite_loss).
-TRAINING_POLICY_KEYS = ("nonfinite_loss", "max_nonfinite_skips")
+# Integer keys users set most, and their least allowed value (trainer.max_epochs=-1: no limit, as in Lightning).
+INTEGER_KEYS = {"data.batch_size": 1, "data.num_workers": 0, "trainer.max_epochs": -1, "seed": 0}
 
 
-def build_task(cfg: DictConfig, **data_kwargs: Any) -> TaskModule:
-    """The task module, its head sized by ``data_kwargs`` (what the DataModule reports) over the config's."""
-    task = OmegaConf.to_container(cfg.task, resolve=True)
-    policy = {key: task.pop(key) for key in TRAINING_POLICY_KEYS if key in task}
-    module = instantiate(task, _recursive_=False, _convert_="all", **data_kwargs)
-    module.set_nonfinite_loss(**policy)
-    return module
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast, naming the key, before data is generated or read."""
+    alpha = cfg.backbone.alpha
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        raise ConfigError(f"backbone.alpha (width multiplier) must be a number > 0, got {alpha!r}")
+    cfg.input_size  # noqa: B018 - resolving it runs the rho/resolution checks
+    for key, minimum in INTEGER_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    lr = OmegaConf.select(cfg, "task.optimizer.lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise ConfigError(f"task.optimizer.lr must be a number > 0, got {lr!r}")
+    configured_task_class(cfg).check_config(cfg)
+    if cfg.task.get("nonfinite_loss", "stop") not in NONFINITE_LOSS_ACTIONS:
+        raise ConfigError(f"task.nonfinite_loss must be stop or skip, got {cfg.task.nonfinite_loss!r}")
+    if cfg.ckpt_path is None and not cfg.train:
+        raise ConfigError("train=false evaluates a checkpoint: set ckpt_path=/path/to/checkpoint.ckpt")
+    if cfg.ckpt_path is not None:
+        if not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path: no checkpoint file at {cfg.ckpt_path}")
+        load_checkpoint(cfg.ckpt_path, "ckpt_path")
+
+
+def configured_task_class(cfg: DictConfig) -> type:
+    """The registered task class ``task._target_`` names, imported (but not built): its ``check_config`` runs
+    before any data. Built-in tasks and plug-ins alike are found in the task registry."""
+    target = str(cfg.task.get("_target_"))
+    try:
+        cls = task_class_of_target(target)
+    except RegistryError as error:
+        raise ConfigError(str(error)) from error
+    if not issubclass(cls, TaskModule):
+        raise ConfigError(
+            f"task._target_={target} is registered but is not a TaskModule subclass (tests/plugin_example/README.md)"
+        )
+    return cls
 
 
 def source_version() -> str:

@@ -9,6 +9,8 @@ Columns: ``job`` (the job folder, relative to the summarised folder), ``status``
 ``running`` when a job was killed before it could say more, ``missing`` when a job folder has no metrics.json),
 the job's command-line overrides (one column per key), then the metrics.json fields, each final metric under its
 own name and each metric of the best epoch as ``best/<name>``.
+
+Command line: argparse, not a Hydra app: its input is a folder of finished runs, not a config.
 """
 
 from __future__ import annotations

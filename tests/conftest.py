@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Each of pytest-xdist's workers (pyproject.toml: -n 2) runs one thread, as do the processes its tests start, so
@@ -26,6 +28,42 @@ QUICK = [
     "data.num_workers=0",
     "trainer.enable_progress_bar=false",
 ]
+
+
+# One epoch on tiny data, the checkpoints the export and predict tests start from; a task adds its data overrides.
+TINY_RUN = [
+    "backbone.alpha=0.25",
+    "backbone.resolution=64",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def train_tiny(task_overrides: list[str], run_dir: Path, data_dir: Path) -> tuple[Path, list[str], dict]:
+    """A checkpoint of one epoch on tiny synthetic data; returns it, the data overrides and the run's record."""
+    from mnet_tasks.config import compose_config
+    from mnet_tasks.run import run
+
+    data = [*task_overrides, f"paths.data_dir={data_dir}"]
+    record = run(compose_config([*TINY_RUN, *data, f"paths.output_dir={run_dir}"]))
+    return run_dir / "checkpoints" / "last.ckpt", data, record
+
+
+def export_config(checkpoint: Path, *overrides: str):
+    from mnet_tasks.trained import compose_for_checkpoint
+
+    return compose_for_checkpoint("export", [f"ckpt_path={checkpoint}", *overrides], "ckpt_path")
+
+
+def reference_outputs(checkpoint: Path, images):
+    """The checkpoint's own forward (BatchNorm unfolded) on ``images``: what an export must reproduce."""
+    import torch
+
+    from mnet_tasks.trained import load_trained
+
+    with torch.inference_mode():
+        return load_trained(checkpoint, crop_pct=1.0).reference()(images)
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +158,39 @@ def shapes_run(tmp_path_factory, data_dir: Path, learning_seed: int) -> tuple[di
 @pytest.fixture
 def bars(request) -> LearningBars:
     return LearningBars(request.node.name)
+
+
+# --- files of every bad kind, shared by the bad-data tests of the core and of each task's format ---------------
+RNG = np.random.default_rng(0)
+# Readable odd formats: converted to 8-bit RGB and trained on.
+CONVERTED = ("grayscale.png", "rgba.png", "sixteen_bit.png", "palette.png", "exif_rotated.jpg")
+# Unreadable files and the reason each is reported with.
+UNREADABLE = {
+    "truncated.jpg": "truncated file",
+    "zero_bytes.jpg": "empty file (0 bytes)",
+    "garbage.jpg": "not an image format PIL can identify",
+}
+# Files of other types among the images: listed with the reason, never trained on, not held against the limit.
+NOT_IMAGES = ("animated.gif", "notes.txt")
+
+
+def photo(size: tuple[int, int] = (40, 40)) -> Image.Image:
+    return Image.fromarray(RNG.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+
+
+def write_bad_kinds(folder: Path) -> None:
+    """One file of every kind the issue lists (but the missing one, which needs a list naming it)."""
+    Image.new("L", (40, 40), 100).save(folder / "grayscale.png")
+    Image.new("RGBA", (40, 40), (10, 20, 30, 128)).save(folder / "rgba.png")
+    Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(folder / "sixteen_bit.png")
+    photo().convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    photo((48, 32)).save(folder / "exif_rotated.jpg", exif=exif)
+    photo().save(folder / "whole.jpg", quality=90)
+    (folder / "truncated.jpg").write_bytes((folder / "whole.jpg").read_bytes()[:600])
+    (folder / "whole.jpg").unlink()
+    (folder / "zero_bytes.jpg").write_bytes(b"")
+    (folder / "garbage.jpg").write_bytes(RNG.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    photo().save(folder / "animated.gif", save_all=True, append_images=[photo(), photo()], duration=100, loop=0)
+    (folder / "notes.txt").write_text("labelled by hand\n")

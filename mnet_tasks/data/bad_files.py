@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SKIPPED_FILES = "skipped_files.csv"
 DATA_REPORT = "data_report.json"
 LIMIT_KEY = "data.max_skipped_files"
+UNREADABLE = "unreadable, skipped"  # data_report.json: listed files found unreadable when loaded
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,16 @@ class SkippedFiles:
             raise ValueError(f"{LIMIT_KEY} must be an integer >= 0 or null (no limit), got {limit!r}")
         self.limit = limit
         self.reasons: dict[tuple[str, str], str] = {}  # (split, path) -> reason
+        self.unreadable: set[tuple[str, str]] = set()  # the (split, path) of reasons met while loading samples
+        self.not_images: dict[tuple[str, str], str] = {}  # files of other types in the data folders: not counted
         self.since_report: Counter[str] = Counter()  # split -> samples skipped
 
     def add(self, split: str, bad_files: Iterable[BadFile], loading: bool = True) -> None:
         """Record files skipped while ``loading`` samples (counted for the epoch's report), or found missing while
         listing the data (``loading=False``)."""
         for bad in bad_files:
+            if loading and (split, bad.path) not in self.reasons:
+                self.unreadable.add((split, bad.path))
             self.reasons.setdefault((split, bad.path), bad.reason)
             if loading:
                 self.since_report[split] += 1
@@ -87,13 +92,22 @@ class SkippedFiles:
             f"or raise {LIMIT_KEY} (null: no limit)"
         )
 
+    def add_not_images(self, split: str, files: Iterable[BadFile]) -> None:
+        """Record files that lie among the images but are of another type: listed, not held against the limit."""
+        self.not_images.update(((split, bad.path), bad.reason) for bad in files)
+
+    def unreadable_per_split(self) -> Counter[str]:
+        """Distinct files per split that were listed but could not be read when loaded."""
+        return Counter(split for split, _ in self.unreadable)
+
     def write_csv(self, path: Path) -> None:
         """``split,file,reason`` per distinct file, sorted."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["split", "file", "reason"])
-            writer.writerows([split, file, reason] for (split, file), reason in sorted(self.reasons.items()))
+            rows = sorted({**self.not_images, **self.reasons}.items())
+            writer.writerows([split, file, reason] for (split, file), reason in rows)
 
 
 @dataclass(frozen=True)
@@ -157,20 +171,39 @@ def describe_report(report: Mapping[str, Mapping[str, int]]) -> str:
 class BadFileReport(pl.Callback):
     """What the data dropped, in the run folder: ``data_report.json`` (the DataModule's ``data_report()``: samples
     and problems per split, found while listing the data) before training, and after every epoch a log line and
-    ``skipped_files.csv`` (every distinct file skipped so far). Stops the run over ``data.max_skipped_files``."""
+    ``skipped_files.csv`` (every distinct file skipped so far). Stops the run over ``data.max_skipped_files``.
+
+    Both are optional parts of a DataModule (:class:`~mnet_tasks.data.datamodule.ImageDataModule` has them): with
+    no ``data_report()`` the report names the dataset only, and with no ``skipped_files`` (a :class:`SkippedFiles`
+    that its :class:`SkippingDataLoader` fill) there is nothing to list.
+    """
 
     def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
+        self.listed: dict[str, dict[str, int]] = {}  # the DataModule's data_report() after listing
+        self.dataset: str | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning calls this right after the DataModule's setup: the datasets are listed, nothing trained yet.
         datamodule = trainer.datamodule
-        report = datamodule.data_report()
+        self.listed = datamodule.data_report() if hasattr(datamodule, "data_report") else {}
+        self.dataset = getattr(datamodule, "dataset_name", None)
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            path = self.output_dir / DATA_REPORT
-            path.write_text(json.dumps({"dataset": datamodule.dataset_name, **report}, indent=2) + "\n")
-            log.info("data (%s):\n%s", path, describe_report(report))
+            self.write_data_report(skipped_files_of(trainer))
+            if self.listed:
+                log.info("data (%s):\n%s", self.output_dir / DATA_REPORT, describe_report(self.listed))
+
+    def write_data_report(self, skipped: SkippedFiles | None) -> None:
+        """``data_report.json``: what listing found, with the samples that turned out unreadable since taken out of
+        ``samples`` and counted under ``unreadable, skipped`` (the same files as ``skipped_files.csv``)."""
+        report = {split: dict(counts) for split, counts in self.listed.items()}
+        unreadable = skipped.unreadable_per_split() if skipped is not None else Counter()
+        for split, count in unreadable.items():
+            if "samples" in report.get(split, {}):
+                report[split]["samples"] -= count
+                report[split][UNREADABLE] = count
+        (self.output_dir / DATA_REPORT).write_text(json.dumps({"dataset": self.dataset, **report}, indent=2) + "\n")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report(trainer)
@@ -180,19 +213,25 @@ class BadFileReport(pl.Callback):
             self._report(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.datamodule is not None and trainer.is_global_zero:
-            trainer.datamodule.skipped_files.write_csv(self.output_dir / SKIPPED_FILES)
+        skipped = skipped_files_of(trainer)
+        if skipped is not None and trainer.is_global_zero:
+            skipped.write_csv(self.output_dir / SKIPPED_FILES)
+            self.write_data_report(skipped)
 
     def _report(self, trainer: pl.Trainer) -> None:
-        skipped: SkippedFiles = trainer.datamodule.skipped_files
+        skipped = skipped_files_of(trainer)
+        if skipped is None:
+            return
         since_report: Counter[str] = Counter()
-        for reasons, counts in gather_objects((skipped.reasons, skipped.since_report)):
+        for reasons, unreadable, counts in gather_objects((skipped.reasons, skipped.unreadable, skipped.since_report)):
             for key, reason in reasons.items():
                 skipped.reasons.setdefault(key, reason)
+            skipped.unreadable |= unreadable
             since_report.update(counts)
         skipped.since_report = Counter()
-        if trainer.is_global_zero and skipped.reasons:
+        if trainer.is_global_zero and (skipped.reasons or skipped.not_images):
             skipped.write_csv(self.output_dir / SKIPPED_FILES)
+            self.write_data_report(skipped)
         if since_report and trainer.is_global_zero:
             log.warning(
                 "epoch %d: skipped %s unreadable samples; %d distinct files skipped so far (%s=%s), listed in %s",
@@ -204,3 +243,9 @@ class BadFileReport(pl.Callback):
                 self.output_dir / SKIPPED_FILES,
             )
         skipped.check_limit()
+
+
+def skipped_files_of(trainer: pl.Trainer) -> SkippedFiles | None:
+    """The DataModule's record of skipped files, if it keeps one."""
+    skipped = getattr(trainer.datamodule, "skipped_files", None)
+    return skipped if isinstance(skipped, SkippedFiles) else None

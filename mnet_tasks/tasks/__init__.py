@@ -1,1 +1,1 @@
-"""Lightning task modules; each builds the shared backbone from the ``backbone`` config group."""
+"""The built-in tasks, one package each, registered through the same entry points as any plug-in."""

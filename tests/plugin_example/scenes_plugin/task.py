@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnet_tasks.tasks.base import TaskModule, build_backbone
+from mnet_tasks.task_module import TaskModule, build_backbone
 
 
 class SceneTask(TaskModule):

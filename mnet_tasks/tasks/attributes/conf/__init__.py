@@ -1,0 +1,1 @@
+"""The attributes configs, registered under the mnet_tasks.configs entry points."""

@@ -1,0 +1,1 @@
+"""The detection configs, registered under the mnet_tasks.configs entry points."""

@@ -1,0 +1,165 @@
+"""Object detection (COCO): SSD or Faster-RCNN on the shared MobileNetV1, evaluated with COCOeval."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+
+from mnet_tasks.config import ConfigError
+from mnet_tasks.distributed import gather_objects
+from mnet_tasks.task_module import TaskModule, build_backbone
+from mnet_tasks.tasks.detection.adapter import DetectionAdapter
+from mnet_tasks.tasks.detection.coco_eval import CategoryMap, coco_evaluate, to_coco_results
+from mnet_tasks.tasks.detection.draw import draw_detections, tile
+from mnet_tasks.tasks.detection.faster_rcnn import build_faster_rcnn
+from mnet_tasks.tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
+
+# Each detector's builder and the MobileNetV1 it needs.
+DETECTORS = {
+    "ssd": (build_ssd, {"num_classes": 0, "features_only": True, "out_indices": SSD_FEATURE_INDICES}),
+    "faster_rcnn": (build_faster_rcnn, {"num_classes": 0}),
+}
+# Logged on the progress bar; every COCOeval number is logged as val/<name>.
+PROGRESS_BAR_METRICS = ("map", "map_50")
+
+
+def detector_options(detector: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``task.detector``'s name and builder options, checked against the builder's arguments (names the key)."""
+    options = dict(detector)
+    kind = options.pop("name", None)
+    if kind not in DETECTORS:
+        raise ConfigError(f"task.detector.name must be one of {sorted(DETECTORS)}, got {kind!r}")
+    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - {"body", "num_classes", "image_size"}
+    if unknown := sorted(options.keys() - accepted):
+        raise ConfigError(f"task.detector.{unknown[0]} is not an option of {kind}; choose from {sorted(accepted)}")
+    return kind, options
+
+
+class DetectionTask(TaskModule):
+    """A torchvision detector over the backbone; logs ``train/loss`` (and its parts) and COCOeval's ``val/*``.
+
+    Args:
+        num_classes: object classes (background excluded), from the data.
+        detector: ``name`` (``ssd`` or ``faster_rcnn``) and the builder's keyword arguments.
+        image_size: the model's input size (SSD: the square side; Faster-RCNN: the shorter side).
+        category_ids / category_names: the dataset's categories in label order (labels 1..K), from the data.
+        pictures: how many validation images to draw with their detections each epoch.
+    """
+
+    adapter = DetectionAdapter()
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        lr_schedule: Mapping[str, Any],
+        detector: Mapping[str, Any],
+        image_size: int,
+        category_ids: Sequence[int] | None = None,
+        category_names: Sequence[str] | None = None,
+        pictures: int = 8,
+        weight_decay: float = 4e-5,
+        monitor: str = "val/map",
+        monitor_mode: str = "max",
+        name: str = "detection",
+        native_resolution: int = 300,
+    ):
+        super().__init__(backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution)
+        kind, options = detector_options(detector)
+        build, backbone_overrides = DETECTORS[kind]
+        self.detector = build(build_backbone(backbone, **backbone_overrides), num_classes, image_size, **options)
+        self.categories = CategoryMap(category_ids if category_ids is not None else range(1, num_classes + 1))
+        if len(self.categories) != num_classes:
+            raise ValueError(f"{len(self.categories)} category ids for {num_classes} classes")
+        self.category_names = list(category_names or map(str, self.categories.category_ids))
+        self.pictures = pictures
+        self._results: list[dict] = []
+        self._image_ids: list[int] = []
+        self._examples: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """The detector's name and options. (No input of MobileNetV1's minimum 32 px is too small: SSD's extra
+        layers pad their 3x3 stride-2 convolutions, so their maps stop at 1x1 instead of vanishing, as in the TF
+        Object Detection API, whose MobileNetV1 SSD asks for 33 px.)"""
+        detector_options(cfg.task.detector)
+
+    def forward(self, images: list[torch.Tensor] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (eval mode): ``boxes`` xyxy in input pixels, ``labels`` 1..K, ``scores``."""
+        return self.detector(images)
+
+    @contextlib.contextmanager
+    def cost_mode(self) -> Iterator[None]:
+        """Count the cost as the paper does: Faster-RCNN's second stage always sees its full proposal count
+        (without the RPN's NMS, whose output size depends on the image)."""
+        rpn: nn.Module | None = getattr(self.detector, "rpn", None)
+        if rpn is None:
+            yield
+            return
+        saved, rpn.nms_thresh = rpn.nms_thresh, 1.0
+        try:
+            yield
+        finally:
+            rpn.nms_thresh = saved
+
+    def training_step(self, batch: tuple[list[torch.Tensor], list[dict]], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses = self.detector(images, targets)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: tuple[list[torch.Tensor], list[dict]], batch_idx: int) -> None:
+        keep = self.distinct_items(batch_idx, len(batch[0]))  # not DDP's padding repeats
+        images, targets = batch[0][:keep], batch[1][:keep]
+        if not images:
+            return
+        for image, target, detections in zip(images, targets, self.detector(images), strict=True):
+            height, width = target["orig_size"].tolist()
+            scale = (width / image.shape[-1], height / image.shape[-2])
+            image_id = int(target["image_id"])
+            self._results.extend(to_coco_results(detections, image_id, self.categories, scale))
+            self._image_ids.append(image_id)
+            if len(self._examples) < self.pictures:
+                self._examples.append((image.cpu(), {k: v.cpu() for k, v in detections.items()}))
+
+    def on_validation_epoch_end(self) -> None:
+        # Every rank's detections, each validation image once (validation_step left out DDP's padding repeats).
+        image_ids = [i for part in gather_objects(self._image_ids) for i in part]
+        if len(set(image_ids)) != len(image_ids):
+            raise RuntimeError(f"{len(image_ids) - len(set(image_ids))} validation images were evaluated twice")
+        results = [r for part in gather_objects(self._results) for r in part]
+        ground_truth = self.trainer.val_dataloaders.dataset.coco
+        stats = coco_evaluate(ground_truth, results, set(image_ids))
+        for name, value in stats.items():
+            self.log(f"val/{name}", value, prog_bar=name in PROGRESS_BAR_METRICS)
+        self.log("val/images", float(len(image_ids)))  # evaluated, over all processes
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            self._save_outputs(results)
+        self._results, self._image_ids, self._examples = [], [], []
+
+    def _save_outputs(self, results: list[dict]) -> None:
+        """The epoch's detections in COCO results format, and a sheet of drawn examples (PNG, TensorBoard)."""
+        run_dir = Path(self.trainer.default_root_dir)
+        (run_dir / "detections_val.json").write_text(json.dumps(results))
+        if not self._examples:
+            return
+        sheet = tile([draw_detections(image, dets, self.category_names) for image, dets in self._examples])
+        pictures = run_dir / "pictures"
+        pictures.mkdir(parents=True, exist_ok=True)
+        sheet.save(pictures / f"detections_epoch{self.current_epoch:03d}.png")
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/detections", np.asarray(sheet), self.global_step, dataformats="HWC")
