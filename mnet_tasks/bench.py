@@ -199,7 +199,9 @@ def eager_call(model: nn.Module, images: torch.Tensor, memory_format: torch.memo
     return call
 
 
-def onnx_call(session: Any, images: torch.Tensor) -> Callable[[], Any]:
+def prepared_onnx_call(session: Any, images: torch.Tensor) -> Callable[[], Any]:
+    """A timed call of an ONNX Runtime session: its input converted once, beforehand (unlike
+    :func:`mnet_tasks.onnx_io.onnx_call`, which converts every batch it is given)."""
     feed = {session.get_inputs()[0].name: images.numpy()}
     return lambda: session.run(None, feed)
 
@@ -264,7 +266,7 @@ def benchmark(
                         call = eager_call(model, images, EAGER_FORMATS[runtime])
                     else:
                         session = sessions[subject.name, subject.input_size, runtime]
-                        call = onnx_call(session, subject.adapter.exported_input(images))
+                        call = prepared_onnx_call(session, subject.adapter.exported_input(images))
                     timers[batch].append(Timer(subject, runtime, batch, call))
         for batch, count in ((1, repeats), (throughput_batch, throughput_repeats)):
             if batch > 0:
