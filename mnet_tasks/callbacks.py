@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from mnet_tasks.data.resumable import ResumableDataLoader
+from mnet_tasks.loggers import ResumableCSVLogger
 
 RESUME_STATE_KEY = "mnet_tasks_resume_state"  # this callback's entry in a checkpoint
 
@@ -64,7 +65,8 @@ class ResumeState(pl.Callback):
     the global random generators (torch, CUDA, numpy, python: dropout and any other draw) and how far the training
     DataLoader is into its epoch (:class:`~mnet_tasks.data.resumable.ResumableDataLoader`).
 
-    Both are set back when training starts: after the sanity check, before the first batch is drawn. (Lightning
+    Both are set back when training starts: after the sanity check, before the first batch is drawn; then too the
+    CSV log drops what the interrupted run logged after the checkpoint (:mod:`mnet_tasks.loggers`). (Lightning
     restores a stateful loader itself only if no ``estimated_stepping_batches`` built it before the restore, and
     the lr schedules here need that number.) Kept as plain lists and tensors: checkpoints load ``weights_only``.
     """
@@ -83,15 +85,33 @@ class ResumeState(pl.Callback):
             if isinstance(loader, ResumableDataLoader)
         ]
 
+    @staticmethod
+    def _trained_position(trainer: pl.Trainer, loader: ResumableDataLoader) -> dict[str, int]:
+        """The loader's position less the batches it handed to the loop that were not trained yet: a checkpoint
+        written when training stops (Ctrl-C, an error) can fall between fetching a batch and training on it."""
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        state = loader.state_dict()
+        return {**state, "batches_done": state["batches_done"] - (progress.ready - progress.processed)}
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        positions = [self._trained_position(trainer, loader) for loader in self._resumable_loaders(trainer)]
         checkpoint[RESUME_STATE_KEY] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": [kind, keys.tolist(), position, has_gauss, cached_gaussian],
             "python": random.getstate(),
-            "train_loaders": [loader.state_dict() for loader in self._resumable_loaders(trainer)],
+            "train_loaders": positions,
         }
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        # Lightning saves the loaders' own state too, and may restore from it: the same position there.
+        if len(fit_loop.get("state_dict", {}).get("combined_loader", [])) == len(positions):
+            fit_loop["state_dict"]["combined_loader"] = positions
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        if trainer.interrupted and progress.ready > progress.processed and "epoch_loop.state_dict" in fit_loop:
+            # Saved between fetching a batch and training it, after the last batch's logging step was counted:
+            # Lightning counts it again on restart, as for its own checkpoints written before that count.
+            fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         self.loaded = checkpoint.get(RESUME_STATE_KEY)
@@ -100,6 +120,9 @@ class ResumeState(pl.Callback):
         if self.loaded is None:
             return
         state, self.loaded = self.loaded, None
+        for logger in trainer.loggers:  # the interrupted run's rows after its checkpoint are logged again
+            if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
+                logger.drop_rows_after(trainer.global_step)
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

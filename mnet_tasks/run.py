@@ -89,17 +89,39 @@ def source_version() -> str:
         return "unknown"
 
 
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """A run folder's newest checkpoint: ``interrupted.ckpt``, written when training stopped on an error or Ctrl-C
+    (and removed when a run ends normally), else ``last.ckpt``, rewritten every epoch (and every N steps)."""
+    folder = output_dir / "checkpoints"
+    return next((path for path in (folder / "interrupted.ckpt", folder / "last.ckpt") if path.is_file()), None)
+
+
 def resolve_last_checkpoint(cfg: DictConfig) -> None:
-    """``ckpt_path=last`` means this run folder's ``checkpoints/last.ckpt``: resume an interrupted run by running
-    its command again with ``ckpt_path=last hydra.run.dir=<its run folder>``."""
+    """``ckpt_path=last`` means this run folder's latest checkpoint (:func:`latest_checkpoint`): resume a stopped
+    run by running its command again with ``ckpt_path=last hydra.run.dir=<its run folder>``."""
     if cfg.ckpt_path != "last":
         return
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if not last.is_file():
+    output_dir = Path(cfg.paths.output_dir)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if (latest := latest_checkpoint(output_dir)) is not None:
+        cfg.ckpt_path = str(latest)
+        return
+    if (output_dir / "metrics.json").is_file():
         raise ConfigError(
-            f"ckpt_path=last: no checkpoint at {last}; to resume a run, add hydra.run.dir=<that run's folder>"
+            f"ckpt_path=last: the run in {output_dir} saved no checkpoint ({last} is missing): it stopped before its "
+            "first one; run it afresh without ckpt_path=last"
         )
-    cfg.ckpt_path = str(last)
+    raise ConfigError(
+        f"ckpt_path=last: no checkpoint at {last}; to resume a run, add hydra.run.dir=<that run's folder>"
+    )
+
+
+def interrupted_hint(trainer: pl.Trainer, output_dir: Path) -> str:
+    """Where an interrupted run stopped and how to go on, from the checkpoint it left (if any)."""
+    where = f"training was interrupted at global step {trainer.global_step} (epoch {trainer.current_epoch})"
+    if (latest := latest_checkpoint(output_dir)) is None:
+        return f"{where}; no checkpoint was saved (callbacks.on_exception is off): start the run again"
+    return f"{where}; resume from {latest} with the same command and ckpt_path=last hydra.run.dir={output_dir}"
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -164,11 +186,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
             else:
                 trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        except SystemExit:  # Lightning's answer to Ctrl-C, after the on_exception checkpoint
+            if trainer.interrupted:
+                raise KeyboardInterrupt(interrupted_hint(trainer, output_dir)) from None
+            raise
         finally:
             for logger in trainer.loggers:
                 logger.finalize("success" if trainer.state.status == "finished" else "failed")
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted")
 
         record["metrics"] = {"final": history.final, "best": history.best}
         record["best_epoch"] = history.best_epoch

@@ -170,6 +170,8 @@ UNREADABLE = {
     "zero_bytes.jpg": "empty file (0 bytes)",
     "garbage.jpg": "not an image format PIL can identify",
 }
+# Used, and named in the report: an image too small to hold anything once resized to the input.
+TINY = "one_pixel.png"
 # Files of other types among the images: listed with the reason, never trained on, not held against the limit.
 NOT_IMAGES = ("animated.gif", "notes.txt")
 
@@ -194,3 +196,4 @@ def write_bad_kinds(folder: Path) -> None:
     (folder / "garbage.jpg").write_bytes(RNG.integers(0, 256, 2000, dtype=np.uint8).tobytes())
     photo().save(folder / "animated.gif", save_all=True, append_images=[photo(), photo()], duration=100, loop=0)
     (folder / "notes.txt").write_text("labelled by hand\n")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / TINY)

@@ -5,9 +5,11 @@ not an image; :func:`~mnet_tasks.data.images.read_rgb` has already converted eve
 DataModules load through :class:`SkippingDataLoader`, whose collate function drops the markers: the skipped file
 names travel inside the batch from the worker process that read them to the main process, where the loader records
 them in the DataModule's :class:`SkippedFiles` (files listed but missing are recorded at setup too). A batch left
-empty is not yielded. :class:`BadFileReport`, a callback every run adds, writes what the data dropped before
-training (``data_report.json``), logs the skips after every epoch with the distinct files in ``skipped_files.csv``,
-and stops the run once more files than ``data.max_skipped_files`` were skipped.
+empty is not yielded. A sample that is used but worth a remark (a tiny image) travels as a :class:`NotedSample`,
+and files of other types beside the images are listed too: every file is used or named with its reason.
+:class:`BadFileReport`, a callback every run adds, writes what the data dropped before training
+(``data_report.json``, brought up to date with the skips), logs the skips after every epoch with the distinct files
+in ``skipped_files.csv``, and stops the run once more files than ``data.max_skipped_files`` were skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 SKIPPED_FILES = "skipped_files.csv"
 DATA_REPORT = "data_report.json"
 LIMIT_KEY = "data.max_skipped_files"
+TINY_SIDE = 16  # px: an image with a shorter side holds next to nothing once resized to the model's input
 UNREADABLE = "unreadable, skipped"  # data_report.json: listed files found unreadable when loaded
 
 
@@ -45,6 +49,24 @@ class BadFile:
     @classmethod
     def from_error(cls, error: ImageReadError) -> BadFile:
         return cls(error.path, error.reason)
+
+
+@dataclass(frozen=True)
+class NotedSample:
+    """A sample that is used, with a remark on its file for the report (e.g. a tiny image, upscaled)."""
+
+    sample: Any
+    note: BadFile
+
+
+def noted(sample: Any, path: str | Path, image: np.ndarray) -> Any:
+    """``sample``, or the sample with a note when its image is so small that the transform blows it up."""
+    height, width = image.shape[:2]
+    if min(height, width) >= TINY_SIDE:
+        return sample
+    return NotedSample(
+        sample, BadFile(str(path), f"tiny image ({width}x{height} px), upscaled to the input size, used")
+    )
 
 
 class TooManyBadFiles(RuntimeError):
@@ -67,7 +89,7 @@ class SkippedFiles:
         self.limit = limit
         self.reasons: dict[tuple[str, str], str] = {}  # (split, path) -> reason
         self.unreadable: set[tuple[str, str]] = set()  # the (split, path) of reasons met while loading samples
-        self.not_images: dict[tuple[str, str], str] = {}  # files of other types in the data folders: not counted
+        self.notes: dict[tuple[str, str], str] = {}  # files used or left out for other reasons: listed, not counted
         self.since_report: Counter[str] = Counter()  # split -> samples skipped
 
     def add(self, split: str, bad_files: Iterable[BadFile], loading: bool = True) -> None:
@@ -92,9 +114,9 @@ class SkippedFiles:
             f"or raise {LIMIT_KEY} (null: no limit)"
         )
 
-    def add_not_images(self, split: str, files: Iterable[BadFile]) -> None:
-        """Record files that lie among the images but are of another type: listed, not held against the limit."""
-        self.not_images.update(((split, bad.path), bad.reason) for bad in files)
+    def add_notes(self, split: str, files: Iterable[BadFile]) -> None:
+        """Record files that are no failure to read (of another type, tiny): listed, not held against the limit."""
+        self.notes.update(((split, bad.path), bad.reason) for bad in files)
 
     def unreadable_per_split(self) -> Counter[str]:
         """Distinct files per split that were listed but could not be read when loaded."""
@@ -106,16 +128,18 @@ class SkippedFiles:
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["split", "file", "reason"])
-            rows = sorted({**self.not_images, **self.reasons}.items())
+            rows = sorted({**self.notes, **self.reasons}.items())
             writer.writerows([split, file, reason] for (split, file), reason in rows)
 
 
 @dataclass(frozen=True)
 class LoadedBatch:
-    """A collated batch of the readable samples (None if there were none) and the markers of the others."""
+    """A collated batch of the readable samples (None if there were none), the markers of the others and the notes
+    on used ones."""
 
     batch: Any
     bad_files: list[BadFile]
+    notes: list[BadFile]
 
 
 class DropBadFiles:
@@ -126,9 +150,11 @@ class DropBadFiles:
         self.collate = collate
 
     def __call__(self, samples: list) -> LoadedBatch:
+        notes = [sample.note for sample in samples if isinstance(sample, NotedSample)]
+        samples = [sample.sample if isinstance(sample, NotedSample) else sample for sample in samples]
         good = [sample for sample in samples if not isinstance(sample, BadFile)]
         bad = [sample for sample in samples if isinstance(sample, BadFile)]
-        return LoadedBatch(self.collate(good) if good else None, bad)
+        return LoadedBatch(self.collate(good) if good else None, bad, notes)
 
 
 class SkippingDataLoader(DataLoader):
@@ -155,6 +181,8 @@ class SkippingDataLoader(DataLoader):
         for loaded in super().__iter__():
             if loaded.bad_files:
                 self.skipped.add(self.split, loaded.bad_files)
+            if loaded.notes:
+                self.skipped.add_notes(self.split, loaded.notes)
             if loaded.batch is not None:
                 yield loaded.batch
 
@@ -223,13 +251,15 @@ class BadFileReport(pl.Callback):
         if skipped is None:
             return
         since_report: Counter[str] = Counter()
-        for reasons, unreadable, counts in gather_objects((skipped.reasons, skipped.unreadable, skipped.since_report)):
+        gathered = gather_objects((skipped.reasons, skipped.unreadable, skipped.notes, skipped.since_report))
+        for reasons, unreadable, notes, counts in gathered:
             for key, reason in reasons.items():
                 skipped.reasons.setdefault(key, reason)
             skipped.unreadable |= unreadable
+            skipped.notes.update(notes)
             since_report.update(counts)
         skipped.since_report = Counter()
-        if trainer.is_global_zero and (skipped.reasons or skipped.not_images):
+        if trainer.is_global_zero and (skipped.reasons or skipped.notes):
             skipped.write_csv(self.output_dir / SKIPPED_FILES)
             self.write_data_report(skipped)
         if since_report and trainer.is_global_zero:

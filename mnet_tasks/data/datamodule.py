@@ -15,7 +15,7 @@ import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
-from mnet_tasks.data.bad_files import BadFile, SkippedFiles, SkippingDataLoader
+from mnet_tasks.data.bad_files import BadFile, NotedSample, SkippedFiles, SkippingDataLoader, noted
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic import SyntheticData
@@ -80,12 +80,12 @@ class LabelledImageDataset(Dataset):
         """The decoded ``HxWx3`` image of sample ``index``; a subclass may crop it before the transform."""
         return read_rgb(self.samples[index][0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadFile:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadFile | NotedSample:
         try:
             image = self.load_image(index)
         except ImageReadError as error:
             return BadFile.from_error(error)
-        return self.transform(image=image)["image"], self.samples[index][1]
+        return noted((self.transform(image=image)["image"], self.samples[index][1]), self.samples[index][0], image)
 
 
 class FileDataModule(pl.LightningDataModule):
@@ -217,7 +217,7 @@ class ImageDataModule(FileDataModule):
         """``build_dataset``, with the files it found missing recorded as skipped."""
         dataset = self.build_dataset(split, transform)
         self.skipped_files.add(split, dataset.missing_files, loading=False)
-        self.skipped_files.add_not_images(split, dataset.not_images)
+        self.skipped_files.add_notes(split, dataset.not_images)
         return dataset
 
     def test_dataloader(self) -> DataLoader:

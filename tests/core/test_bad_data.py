@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONVERTED, NOT_IMAGES, UNREADABLE, photo, write_bad_kinds
+from conftest import CONVERTED, NOT_IMAGES, TINY, UNREADABLE, photo, write_bad_kinds
 from PIL import ImageFile
 
 from mnet_tasks.config import compose_config
@@ -57,9 +57,9 @@ def test_loader_drops_unreadable_files_and_trains_on_converted_ones(imagefolder_
     data.setup("fit")
     seen = sum(len(labels) for _, labels in data.train_dataloader())  # a worker process reads, the loader records
 
-    assert seen == 2 * GOOD_PER_CLASS + len(CONVERTED)
+    assert seen == 2 * GOOD_PER_CLASS + len(CONVERTED) + 1  # the tiny image too
     assert {Path(path).name for _, path in data.skipped_files.reasons} == set(UNREADABLE)
-    assert {Path(path).name for _, path in data.skipped_files.not_images} == set(NOT_IMAGES)
+    assert {Path(path).name for _, path in data.skipped_files.notes} == {*NOT_IMAGES, TINY}
     assert data.skipped_files.since_report == {"train": len(UNREADABLE)}
 
 
@@ -91,15 +91,16 @@ def test_training_run_completes_and_reports_each_skip(imagefolder_root: Path, qu
 
     assert record["status"] == "completed" and record["epochs"] == 2
     skipped = read_skipped(run_dir)
-    assert skipped.keys() == {*UNREADABLE, *NOT_IMAGES}  # every file in the data folder is used or listed
+    assert skipped.keys() == {*UNREADABLE, *NOT_IMAGES, TINY}  # every file in the data folder is used or listed
     for name, reason in UNREADABLE.items():
         assert reason in skipped[name]
     assert all(skipped[name].startswith("extension not supported (the reader takes .bmp") for name in NOT_IMAGES)
+    assert skipped[TINY] == "tiny image (1x1 px), upscaled to the input size, used"
     # data_report.json agrees with skipped_files.csv: the unreadable files are not counted as samples
     report = json.loads((run_dir / DATA_REPORT).read_text())
     not_images = next(key for key in report["train"] if key.startswith("extension not supported"))
     assert report["train"] == {
-        "samples": 2 * GOOD_PER_CLASS + len(CONVERTED),
+        "samples": 2 * GOOD_PER_CLASS + len(CONVERTED) + 1,
         not_images: len(NOT_IMAGES),
         "unreadable, skipped": len(UNREADABLE),
     }
@@ -120,7 +121,7 @@ def test_run_stops_over_the_limit_naming_the_key(imagefolder_root: Path, quick: 
     with pytest.raises(TooManyBadFiles, match=r"3 files could not be read, more than data.max_skipped_files=2"):
         run(cfg)
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
-    assert read_skipped(run_dir).keys() == {*UNREADABLE, *NOT_IMAGES}  # written on the way out
+    assert {*UNREADABLE, *NOT_IMAGES} <= read_skipped(run_dir).keys()  # written on the way out
 
 
 def test_limit_must_be_a_count() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mnet_tasks.data.bad_files import BadFile
+from mnet_tasks.data.bad_files import BadFile, NotedSample, noted
 from mnet_tasks.data.datamodule import ImageDataModule, LabelledImageDataset, is_image_file
 from mnet_tasks.data.images import ImageReadError
 from mnet_tasks.data.transforms import eval_transform
@@ -148,19 +148,20 @@ class CelebADataset(LabelledImageDataset):
         super().__init__(samples, transform)
         self.targets = torch.from_numpy(targets)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | BadFile:
+    def __getitem__(self, index: int) -> dict[str, Any] | BadFile | NotedSample:
         row = self.samples[index][1]
         labeled = row >= 0
         try:
             image = self.load_image(index)
         except ImageReadError as error:
             return BadFile.from_error(error)
-        return {
+        sample = {
             "image": self.transform(image=image)["image"],
             "target": self.targets[row] if labeled else torch.zeros(self.targets.shape[1]),
             "labeled": labeled,
             "index": index,
         }
+        return noted(sample, self.samples[index][0], image)
 
 
 @dataclass(frozen=True)

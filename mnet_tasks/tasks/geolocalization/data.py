@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mnet_tasks.data.bad_files import BadFile
+from mnet_tasks.data.bad_files import BadFile, NotedSample, noted
 from mnet_tasks.data.datamodule import ImageDataModule
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.tasks.geolocalization.cells import (
@@ -202,19 +202,21 @@ class GeoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadFile:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadFile | NotedSample:
         try:
             image = read_rgb(self.images[index])
         except ImageReadError as error:
             return BadFile.from_error(error)
-        return self.transform(image=image)["image"], self.locations[index], self.labels[index]
+        sample = self.transform(image=image)["image"], self.locations[index], self.labels[index]
+        return noted(sample, self.images[index], image)
 
 
 class GeoDataModule(ImageDataModule):
     """Geolocation data: photo lists under ``root``, or the built-in synthetic set when ``root`` is null.
 
-    It shares the image handling of the classification data (synthetic fallback, transforms, loaders); its classes
-    are the cells of one or more partitions, so :meth:`head_kwargs` hands the task the partitions themselves.
+    It shares the image handling of :class:`~mnet_tasks.data.datamodule.ImageDataModule` (synthetic fallback,
+    transforms, loaders); its classes are the cells of one or more partitions, so :meth:`head_kwargs` hands the
+    task the partitions themselves.
 
     Args:
         root: the dataset folder; null generates the synthetic set with the ``synthetic`` parameters into

@@ -31,7 +31,7 @@ def test_celeba_skips_missing_and_unreadable_files(tmp_path: Path) -> None:
     data.setup("fit")
     seen = sum(len(batch["index"]) for batch in data.train_dataloader())
 
-    trainable = 2 + len(CONVERTED)  # good_2, good_3 and the converted ones
+    trainable = 2 + len(CONVERTED) + 1  # good_2, good_3, the converted ones and the tiny one
     assert seen == trainable
     skipped = {Path(path).name: reason for (_, path), reason in data.skipped_files.reasons.items()}
     assert skipped == {
