@@ -62,8 +62,8 @@ class LabelledImageDataset(Dataset):
     :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read.
 
     ``problems`` counts what was dropped or changed while the samples were listed (``data_report.json``), and
-    ``missing_files`` names the listed files found missing then, ``not_images`` the files of other types beside the
-    images (each with its reason).
+    ``missing_files`` names the listed files found missing then, ``unused_files`` the files found beside the
+    data and left out (of another type, not in the lists), each with its reason.
     """
 
     def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[..., dict]) -> None:
@@ -71,7 +71,7 @@ class LabelledImageDataset(Dataset):
         self.transform = transform
         self.problems: Counter[str] = Counter()
         self.missing_files: list[BadFile] = []
-        self.not_images: list[BadFile] = []
+        self.unused_files: list[BadFile] = []
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -217,7 +217,7 @@ class ImageDataModule(FileDataModule):
         """``build_dataset``, with the files it found missing recorded as skipped."""
         dataset = self.build_dataset(split, transform)
         self.skipped_files.add(split, dataset.missing_files, loading=False)
-        self.skipped_files.add_notes(split, dataset.not_images)
+        self.skipped_files.add_notes(split, dataset.unused_files)
         return dataset
 
     def test_dataloader(self) -> DataLoader:

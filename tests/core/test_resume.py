@@ -164,6 +164,10 @@ def test_ctrl_c_before_any_checkpoint_leaves_one_and_the_resumed_run_keeps_the_w
     steps = [row["step"] for row in rows if row.get("train/loss")]
     assert steps == [row["step"] for row in expected if row.get("train/loss")] and len(set(steps)) == len(steps)
 
+    # resuming the finished run trains nothing and keeps its log whole
+    run_cli([*args, f"hydra.run.dir={interrupted}", "ckpt_path=last"], cwd=tmp_path)
+    assert csv_rows(interrupted) == rows
+
 
 def test_ckpt_path_last_is_the_run_folders_last_checkpoint(tmp_path):
     cfg = compose_config(["ckpt_path=last", f"paths.output_dir={tmp_path}"])

@@ -173,11 +173,13 @@ class SplitSamples:
     targets: np.ndarray
     problems: dict[str, int] = field(default_factory=dict)
     missing_files: list[BadFile] = field(default_factory=list)
+    unused_files: list[BadFile] = field(default_factory=list)
 
     def dataset(self, transform: Callable[..., dict]) -> CelebADataset:
         dataset = CelebADataset(self.samples, self.targets, transform)
         dataset.problems.update(self.problems)
         dataset.missing_files = list(self.missing_files)
+        dataset.unused_files = list(self.unused_files)
         return dataset
 
 
@@ -305,6 +307,12 @@ class CelebADataModule(ImageDataModule):
                 image_dir,
                 ", ".join(bad.path for bad in [*missing["train"], *missing["val"], *missing["test"]][:5]),
             )
+        unlisted = [
+            BadFile(str(image_dir / name), f"not in {PARTITION_FILE}, not used")
+            for name in sorted(present - set(partition))
+        ]
+        if unlisted:
+            problems["train"][f"file in {IMAGE_DIR} not in {PARTITION_FILE}, not used"] = len(unlisted)
         if self.unlabeled_dir is not None:
             folder = self._unlabeled_folder()
             unlabeled += [folder / name for name in sorted(os.listdir(folder)) if is_image_file(name)]
@@ -327,7 +335,10 @@ class CelebADataModule(ImageDataModule):
                 samples += [(path, -1) for path in unlabeled]
             elif split == "train" and unlabeled:
                 problems[split]["unlabeled image, not used: data.include_unlabeled=false"] = len(unlabeled)
-            splits[split] = SplitSamples(samples, table.labels[rows[split]], dict(problems[split]), missing[split])
+            unused = unlisted if split == "train" else []
+            splits[split] = SplitSamples(
+                samples, table.labels[rows[split]], dict(problems[split]), missing[split], unused
+            )
         used = "used" if self.include_unlabeled else "not used: data.include_unlabeled=false"
         log.info(
             "%s: %d attributes; %d train (+%d unlabeled, %s), %d val, %d test images",

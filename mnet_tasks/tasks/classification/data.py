@@ -63,16 +63,16 @@ def check_layout(root: Path) -> None:
 class ImageFolderDataset(LabelledImageDataset):
     """The images of one split folder holding one subfolder per class, listed by torchvision's ``make_dataset``
     (subfolders of a class included). Every other file there is reported, not silently passed over: counted in
-    ``problems`` and named in ``not_images`` (so in ``skipped_files.csv``)."""
+    ``problems`` and named in ``unused_files`` (so in ``skipped_files.csv``)."""
 
     def __init__(self, root_split_dir: str | Path, transform: Callable[..., dict]) -> None:
         self.root = Path(root_split_dir)
         self.classes = list_classes(self.root)
-        not_images: list[str] = []
+        other_files: list[str] = []
 
         def is_image(path: str) -> bool:
             if not is_image_file(path):
-                not_images.append(path)
+                other_files.append(path)
             return is_image_file(path)
 
         class_to_idx = {name: label for label, name in enumerate(self.classes)}
@@ -81,9 +81,9 @@ class ImageFolderDataset(LabelledImageDataset):
             raise ValueError(f"no images found in {self.root} (expected layout {EXPECTED_LAYOUT})")
         super().__init__([(Path(path), label) for path, label in listed], transform)
         reason = f"extension not supported (the reader takes {', '.join(sorted(IMAGE_EXTENSIONS))}), not used"
-        self.not_images = [BadFile(path, reason) for path in not_images]
-        if not_images:
-            self.problems[reason] = len(not_images)
+        self.unused_files = [BadFile(path, reason) for path in other_files]
+        if other_files:
+            self.problems[reason] = len(other_files)
 
 
 class ImageFolderDataModule(ImageDataModule):

@@ -282,10 +282,24 @@ class SplitListDataModule(ImageDataModule):
         return list_classes(images)
 
     def build_dataset(self, split: str, transform: Callable[..., dict]) -> SplitListDataset:
-        return SplitListDataset(
+        dataset = SplitListDataset(
             self.data_dir / self.images_dir,
             self.data_dir / self.split_lists[split],
             self.class_names,
             transform,
             annotations_dir=self.data_dir / self.annotations_dir if self.crop_to_box else None,
         )
+        if split == "train":  # reported once, with the training split
+            dataset.unused_files = self.unlisted_files()
+            if dataset.unused_files:
+                dataset.problems["file in no split list, not used"] = len(dataset.unused_files)
+        return dataset
+
+    def unlisted_files(self) -> list[BadFile]:
+        """The files under the images folder that neither split list names: not used, and named for the report."""
+        images = self.data_dir / self.images_dir
+        lists = [self.split_lists[split] for split in ("train", "val")]
+        listed = {entry.path for name in lists for entry in read_split_list(self.data_dir / name)}
+        found = {path.relative_to(images).as_posix() for path in images.rglob("*") if path.is_file()}
+        reason = f"in neither {' nor '.join(lists)}, not used"
+        return [BadFile(str(images / path), reason) for path in sorted(found - listed)]

@@ -197,7 +197,7 @@ class GeoDataset(Dataset):
         self.transform = transform
         self.problems: Counter[str] = Counter()
         self.missing_files: list[BadFile] = []
-        self.not_images: list[BadFile] = []
+        self.unused_files: list[BadFile] = []
 
     def __len__(self) -> int:
         return len(self.images)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import CONVERTED, NOT_IMAGES, UNREADABLE, photo, write_bad_kinds
+from conftest import CONVERTED, NOT_IMAGES, TINY, UNREADABLE, photo, write_bad_kinds
 
 from mnet_tasks.tasks.attributes.data import CelebADataModule
 
@@ -41,4 +41,11 @@ def test_celeba_skips_missing_and_unreadable_files(tmp_path: Path) -> None:
     assert data.data_report()["train"] == {
         "samples": trainable + len(UNREADABLE),
         "image listed in list_eval_partition.txt but missing, dropped": 1,
+        "file in img_align_celeba not in list_eval_partition.txt, not used": len(NOT_IMAGES),
     }
+    # every file in the image folder is used or named: the unlisted ones as not used, the tiny one as upscaled
+    notes = {Path(path).name: reason for (_, path), reason in data.skipped_files.notes.items()}
+    assert {name: notes[name] for name in NOT_IMAGES} == dict.fromkeys(
+        NOT_IMAGES, "not in list_eval_partition.txt, not used"
+    )
+    assert notes[TINY].startswith("tiny image (1x1 px)")

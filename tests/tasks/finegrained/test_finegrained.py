@@ -196,6 +196,22 @@ def test_missing_images_are_counted_and_reported_at_setup(dogs_root: Path, caplo
     assert "train_list.mat entry 2 'n02085782-Japanese_spaniel/n02085782_1.jpg' (missing file)" in caplog.text
 
 
+def test_files_in_no_split_list_are_named_not_used(dogs_root: Path) -> None:
+    spaniels = dogs_root / "Images" / "n02085782-Japanese_spaniel"
+    Image.new("RGB", (40, 30)).save(spaniels / "n02085782_9.jpg")
+    Image.new("RGB", (40, 30)).save(
+        spaniels / "animated.gif", save_all=True, append_images=[Image.new("RGB", (40, 30))]
+    )
+    data = SplitListDataModule(root=str(dogs_root), image_size=32, num_workers=0)
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.train_set) == 4 and len(data.val_set) == 3  # what the lists name, nothing more
+    notes = {Path(path).name: reason for (_, path), reason in data.skipped_files.notes.items()}
+    reason = "in neither train_list.mat nor test_list.mat, not used"
+    assert notes == {"n02085782_9.jpg": reason, "animated.gif": reason}
+    assert data.data_report()["train"]["file in no split list, not used"] == 2
+
+
 def test_labels_that_disagree_with_the_folders_are_an_error(dogs_root: Path) -> None:
     save_stanford_list(dogs_root / "test_list.mat", ["n02085620-Chihuahua/n02085620_3.jpg"], [2])
     data = SplitListDataModule(root=str(dogs_root), image_size=32, num_workers=0)
