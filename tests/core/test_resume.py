@@ -49,55 +49,8 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_killed_run_resumes_mid_epoch_to_the_same_result(quick, tmp_path):
-    args = [*quick, *RESUMABLE]
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    run_cli([*args, f"hydra.run.dir={straight}"], cwd=tmp_path)
-
-    (tmp_path / "hold_training.py").write_text(HOLD_CALLBACK)
-    marker = tmp_path / "held"
-    hold = ["+callbacks.hold._target_=hold_training.HoldAfterStep", f"+callbacks.hold.step={HOLD_STEP}"]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnet_tasks",
-            *args,
-            f"hydra.run.dir={interrupted}",
-            *hold,
-            f"+callbacks.hold.marker={marker}",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), f"training never reached step {HOLD_STEP} (exit code {process.poll()})"
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-
-    checkpoint = torch.load(interrupted / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["global_step"] == HOLD_STEP and checkpoint["epoch"] == 0  # mid-epoch: 3 of its 8 steps
-    assert not (interrupted / "metrics.json").exists()  # SIGKILL: no chance to write anything
-
-    resumed = run_cli([*args, f"hydra.run.dir={interrupted}", "ckpt_path=last"], cwd=tmp_path)
-    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
-
-    expected = json.loads((straight / "metrics.json").read_text())
-    record = json.loads((interrupted / "metrics.json").read_text())
-    assert record["status"] == "completed" and record["epochs"] == expected["epochs"] == 2
-    assert record["best_epoch"] == expected["best_epoch"]  # the epoch before the kill is remembered
-    for kind in ("final", "best"):
-        assert record["metrics"][kind].keys() == expected["metrics"][kind].keys()
-        for name, value in expected["metrics"][kind].items():
-            assert record["metrics"][kind][name] == pytest.approx(value, abs=1e-5), (kind, name)
-    straight_weights, resumed_weights = _final_weights(straight), _final_weights(interrupted)
+def assert_same_weights(straight: Path, resumed: Path) -> None:
+    straight_weights, resumed_weights = _final_weights(straight), _final_weights(resumed)
     for name, tensor in straight_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, atol=1e-5, rtol=0, msg=name)
 
@@ -132,6 +85,31 @@ def csv_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def test_killed_run_resumes_mid_epoch_to_the_same_result(quick, tmp_path):
+    args = [*quick, *RESUMABLE]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run_cli([*args, f"hydra.run.dir={straight}"], cwd=tmp_path)
+
+    assert hold_and_signal(args, interrupted, tmp_path, signal.SIGKILL) == -signal.SIGKILL
+
+    checkpoint = torch.load(interrupted / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == HOLD_STEP and checkpoint["epoch"] == 0  # mid-epoch: 3 of its 8 steps
+    assert not (interrupted / "metrics.json").exists()  # SIGKILL: no chance to write anything
+
+    resumed = run_cli([*args, f"hydra.run.dir={interrupted}", "ckpt_path=last"], cwd=tmp_path)
+    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+
+    expected = json.loads((straight / "metrics.json").read_text())
+    record = json.loads((interrupted / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["epochs"] == expected["epochs"] == 2
+    assert record["best_epoch"] == expected["best_epoch"]  # the epoch before the kill is remembered
+    for kind in ("final", "best"):
+        assert record["metrics"][kind].keys() == expected["metrics"][kind].keys()
+        for name, value in expected["metrics"][kind].items():
+            assert record["metrics"][kind][name] == pytest.approx(value, abs=1e-5), (kind, name)
+    assert_same_weights(straight, interrupted)
+
+
 def test_ctrl_c_before_any_checkpoint_leaves_one_and_the_resumed_run_keeps_the_whole_history(quick, tmp_path):
     """SIGINT mid-epoch, before the first epoch or step checkpoint: OnExceptionCheckpoint writes last.ckpt, the
     message says how to go on, and the resumed run ends with an uninterrupted run's weights and one CSV log in
@@ -153,9 +131,7 @@ def test_ctrl_c_before_any_checkpoint_leaves_one_and_the_resumed_run_keeps_the_w
     record = json.loads((interrupted / "metrics.json").read_text())
     assert record["status"] == "completed" and record["epochs"] == 2
     assert not (interrupted / "checkpoints" / "interrupted.ckpt").exists()  # a run that ends normally removes it
-    straight_weights, resumed_weights = _final_weights(straight), _final_weights(interrupted)
-    for name, tensor in straight_weights.items():
-        torch.testing.assert_close(resumed_weights[name], tensor, atol=1e-5, rtol=0, msg=name)
+    assert_same_weights(straight, interrupted)
 
     rows, expected = csv_rows(interrupted), csv_rows(straight)
     assert logged_before > 0 and len(rows) == len(expected)  # the first run's rows kept, none twice
