@@ -117,12 +117,15 @@ class ResumeState(pl.Callback):
         self.loaded = checkpoint.get(RESUME_STATE_KEY)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.loaded is None:
-            return
         state, self.loaded = self.loaded, None
-        for logger in trainer.loggers:  # the interrupted run's rows after its checkpoint are logged again
+        # A resumed run keeps the log up to its checkpoint (what came after is logged again); a fresh run in a
+        # folder that holds an old log starts it afresh.
+        kept_step = trainer.global_step if state is not None else -1
+        for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
-                logger.drop_rows_after(trainer.global_step)
+                logger.drop_rows_after(kept_step)
+        if state is None:
+            return
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

@@ -34,11 +34,11 @@ class ResumableCSVLogger(CSVLogger):
             self._experiment = ContinuedExperimentWriter(log_dir=self.log_dir)
         return self._experiment
 
-    def drop_rows_after(self, step: int) -> int:
-        """Remove the rows logged after global step ``step``; returns how many were removed."""
+    def drop_rows_after(self, step: int) -> None:
+        """Remove the rows logged after global step ``step`` (all of them for -1)."""
         path = Path(self.experiment.metrics_file_path)
         if not path.is_file():
-            return 0
+            return
         with open(path, newline="") as file:
             reader = csv.DictReader(file)
             columns, rows = reader.fieldnames or [], list(reader)
@@ -47,4 +47,3 @@ class ResumableCSVLogger(CSVLogger):
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             writer.writerows(kept)
-        return len(rows) - len(kept)

@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 
 from mnet_tasks.config import ConfigError, compose_config
-from mnet_tasks.run import resolve_last_checkpoint
+from mnet_tasks.run import resolve_last_checkpoint, run
 
 # 32 training images in batches of 4: 8 steps per epoch, 16 in all; last.ckpt every 3 steps. Two loader workers:
 # the augmentations must not depend on which worker drew an image.
@@ -143,6 +143,16 @@ def test_ctrl_c_before_any_checkpoint_leaves_one_and_the_resumed_run_keeps_the_w
     # resuming the finished run trains nothing and keeps its log whole
     run_cli([*args, f"hydra.run.dir={interrupted}", "ckpt_path=last"], cwd=tmp_path)
     assert csv_rows(interrupted) == rows
+
+
+def test_a_fresh_run_in_a_used_folder_starts_its_log_afresh(quick, tmp_path):
+    cfg = compose_config(
+        [*quick, "trainer.max_epochs=1", "trainer.log_every_n_steps=1", f"paths.output_dir={tmp_path}"]
+    )
+    run(cfg)
+    first = csv_rows(tmp_path)
+    run(cfg)
+    assert csv_rows(tmp_path) == first  # not appended to the earlier run's rows
 
 
 def test_ckpt_path_last_is_the_run_folders_last_checkpoint(tmp_path):

@@ -71,9 +71,10 @@ class ImageFolderDataset(LabelledImageDataset):
         other_files: list[str] = []
 
         def is_image(path: str) -> bool:
-            if not is_image_file(path):
+            usable = is_image_file(path)
+            if not usable:
                 other_files.append(path)
-            return is_image_file(path)
+            return usable
 
         class_to_idx = {name: label for label, name in enumerate(self.classes)}
         listed = make_dataset(str(self.root), class_to_idx, is_valid_file=is_image, allow_empty=True)
