@@ -37,14 +37,14 @@ MIN_INPUT_SIZE = 32
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
-def scale_channels(channels: int, alpha: float) -> int:
+def scale_channels(channels: int, alpha: float, min_depth: int = 8) -> int:
     """Channels of a layer under width multiplier ``alpha``.
 
-    Rounds to a multiple of 8 (never below 8, never more than 10% down), as timm does. TF-slim truncates
+    Rounds to a multiple of 8 (never below ``min_depth``, never more than 10% down), as timm does. TF-slim truncates
     ``int(channels * alpha)`` with a floor of 8 instead; both give the same network for α ∈ {1, 0.75, 0.5, 0.25},
     the paper's four models, and differ only for other α, where multiples of 8 run faster.
     """
-    return make_divisible(channels * alpha, divisor=8)
+    return make_divisible(channels * alpha, divisor=8, min_value=min_depth)
 
 
 class ConvBnAct(nn.Sequential):
@@ -72,6 +72,8 @@ class MobileNetV1(nn.Module):
     Args:
         num_classes: classifier outputs; 0 gives a headless backbone whose forward returns pooled features.
         alpha: width multiplier α > 0, applied to every layer (stem included), see :func:`scale_channels`.
+        min_depth: no layer gets fewer channels (TF-slim's 8; the TF Object Detection API's SSD uses 16, which
+            changes the first two layers at α=0.25).
         activation: ``"relu6"`` (released code, timm weights) or ``"relu"`` (the paper's text).
         separable: False replaces every separable block by a full 3x3 conv (the paper's Table 4 ablation).
         shallow: True removes the five 14x14x512 blocks (the paper's Table 5 ablation).
@@ -85,6 +87,7 @@ class MobileNetV1(nn.Module):
         self,
         num_classes: int = 1000,
         alpha: float = 1.0,
+        min_depth: int = 8,
         in_chans: int = 3,
         activation: str = "relu6",
         separable: bool = True,
@@ -100,18 +103,20 @@ class MobileNetV1(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         act = ACTIVATIONS[activation]
-        self.alpha = alpha
+        self.alpha, self.min_depth = alpha, min_depth
         self.num_classes = num_classes
         self.drop_rate = drop_rate
 
-        self.stem = ConvBnAct(in_chans, scale_channels(STEM_CHANNELS, alpha), 3, 2, groups=1, act=act, eps=bn_eps)
+        self.stem = ConvBnAct(
+            in_chans, scale_channels(STEM_CHANNELS, alpha, min_depth), 3, 2, groups=1, act=act, eps=bn_eps
+        )
         layers = [spec for i, spec in enumerate(TABLE_1) if not (shallow and i in SHALLOW_REMOVED)]
         blocks = []
         in_chs, reduction = self.stem.conv.out_channels, 2
         self.feature_info: list[dict] = []
         self.stage_ends: list[int] = []  # index of each feature_info stage's last block
         for i, (channels, stride) in enumerate(layers):
-            out_chs = scale_channels(channels, alpha)
+            out_chs = scale_channels(channels, alpha, min_depth)
             if separable:
                 blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, act=act, eps=bn_eps))
             else:

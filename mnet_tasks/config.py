@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnet_tasks.backbone import MIN_INPUT_SIZE
+from mnet_tasks.weights import pretrained_normalize
 
 
 class ConfigError(ValueError):
@@ -39,9 +40,22 @@ def resolve_input_size(native: int, rho: float, resolution: int | None) -> int:
     return size
 
 
+def resolve_normalize(pretrained: str | None, key: str) -> ListConfig:
+    """``mean`` or ``std`` of the weights ``backbone.pretrained`` names (:func:`.weights.pretrained_normalize`), as
+    a config node (a plain list would not survive OmegaConf's in-place ``resolve``)."""
+    try:
+        return OmegaConf.create(pretrained_normalize(pretrained)[key])
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"backbone.pretrained={pretrained}: its input normalisation cannot be read ({error})"
+        ) from error
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("mnet.input_size"):
         OmegaConf.register_new_resolver("mnet.input_size", resolve_input_size)
+    if not OmegaConf.has_resolver("mnet.normalize"):
+        OmegaConf.register_new_resolver("mnet.normalize", resolve_normalize)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:

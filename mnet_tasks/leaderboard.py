@@ -152,8 +152,19 @@ def row_from_job(job: JobResult) -> dict[str, Any]:
         "epochs": record.get("epochs"),
         "commit": record.get("commit"),
         "date": record.get("date"),
-        "run": str(job.folder.resolve()),
+        "run": run_path(job.folder),
     }
+
+
+def run_path(folder: Path) -> str:
+    """The run folder relative to the working directory (the repository root, where leaderboards are regenerated)
+    when it lies under it, so that a committed leaderboard names a folder of the repository, not of one machine."""
+    folder = folder.resolve()
+    try:
+        return str(folder.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        log.warning("run %s lies outside the working directory: its row keeps the absolute path", folder)
+        return str(folder)
 
 
 def completed_jobs(folders: Sequence[Path]) -> list[JobResult]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.checkpoints import check_targets
 from mnet_tasks.distributed import any_rank
 from mnet_tasks.registry import CHECKPOINT_KEY, registered_name
-from mnet_tasks.weights import load_pretrained
+from mnet_tasks.weights import IMAGENET_NORMALIZE, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ class TaskModule(pl.LightningModule):
         weight_decay: decay of the conv and linear weights (depthwise filters excluded).
         monitor / monitor_mode: the primary metric and whether higher is better.
         finetune: :class:`FinetuneOptions` as a mapping (``task.finetune``); they act on ``self.backbone``.
+        normalize: the ``mean`` and ``std`` the inputs are normalised with (the top-level ``normalize``, which
+            follows ``backbone.pretrained``); recorded in the checkpoint for export and for runs that start from it.
 
     The task contract (tests/plugin_example/README.md): the ``task`` config gives ``_target_`` (a class registered
     in the ``mnet_tasks.tasks`` entry points), ``name``, ``native_resolution``, ``backbone: ${backbone}``,
@@ -270,11 +272,13 @@ class TaskModule(pl.LightningModule):
         name: str,
         native_resolution: int,
         finetune: Mapping[str, Any] | None = None,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ):
         super().__init__()
         # Every __init__ argument of the subclass chain; plain containers keep checkpoints weights_only-loadable.
         self.save_hyperparameters()
         self.finetune = FinetuneOptions.from_config(finetune)
+        self.normalize = {key: list(values) for key, values in (normalize or IMAGENET_NORMALIZE).items()}
         self.backbone_frozen = False  # during the first finetune.freeze_backbone_epochs epochs
         self.nonfinite_streak = 0  # consecutive training batches skipped for a NaN/inf loss
         self.skipped_batches = 0

@@ -80,6 +80,7 @@ def load_trained(path: str | Path, crop_pct: float) -> TrainedModel:
         outputs=adapter.output_names(heads),
         activation=adapter.activation,
         preprocess=adapter.preprocess,
+        **(hparams.get("normalize") or {}),  # the mean and std it was trained with (ImageNet's if not recorded)
     )
     return TrainedModel(module.eval(), adapter, card, hparams)
 

@@ -5,17 +5,24 @@ Every file is read with ``weights_only=True`` (or as safetensors), so a weight f
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from mnet_tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm:"
+# Without pretrained weights (or with a file that records none), images are normalised by ImageNet's statistics.
+IMAGENET_NORMALIZE = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 # timm's mobilenetv1_* (an EfficientNet-family model) names layers by stage and block:
 #   conv_stem / bn1                      -> stem.conv / stem.bn
 #   blocks.S.B.conv_dw / bn1             -> blocks.i.dw.conv / .bn    (i = position of (S, B) in order)
@@ -62,19 +69,29 @@ def refusal_reason(error: Exception) -> str:
     return " ".join(reasons).rstrip(".") or type(error).__name__
 
 
-def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat state_dict from a .safetensors, .pth/.pt or Lightning .ckpt file, safely loaded."""
+def load_safely(path: Path) -> Any:
+    """A torch file's payload, read with ``weights_only=True``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UNSAFE_LOAD_ERRORS as error:
+        raise ValueError(f"{path} cannot be loaded safely (weights_only=True): {refusal_reason(error)}") from error
+
+
+def existing_file(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
+    return path
+
+
+def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state_dict from a .safetensors, .pth/.pt or Lightning .ckpt file, safely loaded."""
+    path = existing_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except UNSAFE_LOAD_ERRORS as error:
-        raise ValueError(f"{path} cannot be loaded safely (weights_only=True): {refusal_reason(error)}") from error
+    payload = load_safely(path)
     for nested in ("state_dict", "model", "state_dict_ema"):
         if isinstance(payload, dict) and isinstance(payload.get(nested), dict):
             payload = payload[nested]
@@ -127,3 +144,41 @@ def load_pretrained(model: nn.Module, source: str | Path) -> None:
         log.info("pretrained %s: classifier not loaded (shape differs), it starts fresh", source)
     model.load_state_dict({k: v for k, v in incoming.items() if k in own and k not in head_reset}, strict=False)
     log.info("loaded pretrained weights from %s", source)
+
+
+@functools.lru_cache(maxsize=32)
+def pretrained_normalize(source: str | None) -> dict[str, list[float]]:
+    """The ``mean`` and ``std`` the weights ``source`` (as ``backbone.pretrained`` takes it) were trained with.
+
+    timm weights bring their ``pretrained_cfg`` (read from timm's tables, nothing is downloaded); a checkpoint of
+    this project (``.ckpt``) or its exported ``.safetensors`` brings what its run recorded. Without weights, or for
+    a file that records nothing (a plain ``.pth``), ImageNet's statistics.
+    """
+    if not source:
+        return IMAGENET_NORMALIZE
+    if source.startswith(TIMM_PREFIX):
+        import timm
+
+        name = source.removeprefix(TIMM_PREFIX)
+        config = timm.models.get_pretrained_cfg(name)
+        if config is None:
+            raise ValueError(f"timm has no pretrained config named {name!r}")
+        return {"mean": list(config.mean), "std": list(config.std)}
+    path = existing_file(source)
+    recorded = None
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        from mnet_tasks.model_card import CARD_KEY
+
+        with safe_open(str(path), "pt") as file:
+            card = (file.metadata() or {}).get(CARD_KEY)
+        recorded = json.loads(card) if card else None
+    else:
+        payload = load_safely(path)
+        if isinstance(payload, dict):
+            recorded = (payload.get("hyper_parameters") or {}).get("normalize")
+    if not recorded:
+        log.info("%s records no input normalisation; ImageNet's mean and std are assumed", path)
+        return IMAGENET_NORMALIZE
+    return {"mean": [float(v) for v in recorded["mean"]], "std": [float(v) for v in recorded["std"]]}

@@ -20,6 +20,7 @@ from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic import SyntheticData
 from mnet_tasks.data.transforms import eval_transform, train_transform
+from mnet_tasks.weights import IMAGENET_NORMALIZE
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 MIN_IMAGE_SIZE = 32
@@ -169,9 +170,10 @@ class FileDataModule(pl.LightningDataModule):
 
 class ImageDataModule(FileDataModule):
     """Image-level labels (classes, attributes, locations): the shared transforms (random-resized-crop training over
-    ``train_scale`` of the area, validation resizing to ``image_size / crop_pct`` and centre-cropping) and the class
-    count the head needs. A subclass gives the class names and one split's dataset. ``options``: the arguments of
-    :class:`FileDataModule`, as every subclass takes them too."""
+    ``train_scale`` of the area, validation resizing to ``image_size / crop_pct`` and centre-cropping, both
+    normalising by ``normalize``'s ``mean`` and ``std``) and the class count the head needs. A subclass gives the
+    class names and one split's dataset. ``options``: the arguments of :class:`FileDataModule`, as every subclass
+    takes them too."""
 
     def __init__(
         self,
@@ -179,6 +181,7 @@ class ImageDataModule(FileDataModule):
         image_size: int = 224,
         train_scale: Sequence[float] = (0.25, 1.0),
         crop_pct: float = 0.875,
+        normalize: Mapping[str, Sequence[float]] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
@@ -187,6 +190,7 @@ class ImageDataModule(FileDataModule):
         self.image_size = image_size
         self.train_scale = tuple(float(s) for s in train_scale)
         self.crop_pct = crop_pct
+        self.normalize = dict(normalize or IMAGENET_NORMALIZE)
 
     @property
     def class_names(self) -> list[str]:
@@ -207,11 +211,15 @@ class ImageDataModule(FileDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            augment = train_transform(self.image_size, scale=self.train_scale)
+            augment = train_transform(self.image_size, scale=self.train_scale, **self.normalize)
             augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
             self.train_set = self.listed_dataset("train", augment)
         if self.val_set is None:
-            self.val_set = self.listed_dataset("val", eval_transform(self.image_size, crop_pct=self.crop_pct))
+            self.val_set = self.listed_dataset("val", self.eval_transform(self.image_size))
+
+    def eval_transform(self, image_size: int) -> Callable[..., dict]:
+        """The validation view at ``image_size``: resized, centre-cropped by ``crop_pct`` and normalised."""
+        return eval_transform(image_size, crop_pct=self.crop_pct, **self.normalize)
 
     def listed_dataset(self, split: str, transform: Callable[..., dict]) -> LabelledImageDataset:
         """``build_dataset``, with the files it found missing recorded as skipped."""

@@ -33,7 +33,8 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*/metrics.json"))]
 
 
-def test_leaderboard_puts_the_runs_beside_the_paper_rows_and_keeps_them_when_re_rendered(sweep, tmp_path):
+def test_leaderboard_puts_the_runs_beside_the_paper_rows_and_keeps_them_when_re_rendered(sweep, tmp_path, monkeypatch):
+    monkeypatch.chdir(sweep.parents[3])  # where the sweep ran: the rows name its run folders from here
     tasks = tmp_path / "tasks"
     (tasks / "classification").mkdir(parents=True)
     shutil.copy(REPO / "tasks" / "classification" / "paper.csv", tasks / "classification")
@@ -52,6 +53,7 @@ def test_leaderboard_puts_the_runs_beside_the_paper_rows_and_keeps_them_when_re_
     assert [row["val/top1"] for row in ours] == pytest.approx([r["metrics"]["final"]["val/top1"] for r in records])
     assert all(row["latency_ms"] > 0 and row["latency_threads"] == 1 for row in ours)
     assert all(row["checkpoint_bytes"] > 0 and row["epochs"] == 1 and row["commit"] for row in ours)
+    assert [row["run"] for row in ours] == [f"outputs/classification/multiruns/{sweep.name}/{job}" for job in (0, 1)]
 
     markdown = (board / "LEADERBOARD.md").read_text()
     assert "## ours: synthetic_shapes (val)" in markdown and "## paper: ImageNet (val)" in markdown

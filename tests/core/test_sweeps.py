@@ -111,30 +111,77 @@ def _sizes(alphas, sizes, **fixed):
     return [{"backbone.alpha": a, "input_size": s, **fixed} for a, s in itertools.product(alphas, sizes)]
 
 
+TIMM_WEIGHTS = "timm:mobilenetv1_100.ra4_e3600_r224_in1k"
+# The paper's ImageNet recipe (experiment=imagenet_paper), which every ImageNet table trains with.
+IMAGENET_RECIPE = {"task.lr_schedule.name": "exponential", "task.lr_schedule.decay_epochs": 2, "data.synthetic": None}
+# The COCO recipe (experiment=detection_coco): from timm's ImageNet weights, whose inputs are in [-1, 1].
+COCO_RECIPE = {"backbone.pretrained": TIMM_WEIGHTS, "normalize.mean": [0.5] * 3, "data.synthetic": None}
+
 # experiment -> (extra overrides, the task's name, what each job's config holds, in the sweep's order)
 EXPERIMENTS = {
-    "paper_table6": ([], "classification", _sizes((1.0, 0.75, 0.5, 0.25), (224,))),
-    "paper_table7": ([], "classification", _sizes((1.0,), (224, 192, 160, 128))),
+    "paper_table6": ([], "classification", _sizes((1.0, 0.75, 0.5, 0.25), (224,), **IMAGENET_RECIPE)),
+    "paper_table7": ([], "classification", _sizes((1.0,), (224, 192, 160, 128), **IMAGENET_RECIPE)),
     "paper_table4_5": (
         [],
         "classification",
         [
-            {"backbone.alpha": 1.0, "input_size": 224, "backbone.separable": True, "backbone.shallow": False},
-            {"backbone.alpha": 1.0, "input_size": 224, "backbone.separable": False, "backbone.shallow": False},
-            {"backbone.alpha": 0.75, "input_size": 224, "backbone.separable": True, "backbone.shallow": False},
-            {"backbone.alpha": 1.0, "input_size": 224, "backbone.separable": True, "backbone.shallow": True},
+            {
+                "backbone.alpha": 1.0,
+                "input_size": 224,
+                "backbone.separable": True,
+                "backbone.shallow": False,
+                **IMAGENET_RECIPE,
+            },
+            {
+                "backbone.alpha": 1.0,
+                "input_size": 224,
+                "backbone.separable": False,
+                "backbone.shallow": False,
+                **IMAGENET_RECIPE,
+            },
+            {
+                "backbone.alpha": 0.75,
+                "input_size": 224,
+                "backbone.separable": True,
+                "backbone.shallow": False,
+                **IMAGENET_RECIPE,
+            },
+            {
+                "backbone.alpha": 1.0,
+                "input_size": 224,
+                "backbone.separable": True,
+                "backbone.shallow": True,
+                **IMAGENET_RECIPE,
+            },
         ],
     ),
-    "paper_table10": ([], "finegrained", _sizes((1.0, 0.75), (224, 192))),
-    "paper_table11": ([], "geolocalization", _sizes((1.0,), (224,))),
+    "paper_table10": (
+        [],
+        "finegrained",
+        _sizes((1.0,), (224, 192), **{"backbone.pretrained": TIMM_WEIGHTS, "task.finetune.backbone_lr_scale": 0.1}),
+    ),
+    "paper_table11": ([], "geolocalization", _sizes((1.0,), (224,), **{"data.train_csv": "mp16_places365.csv"})),
     "paper_table12": ([], "attributes", _sizes((1.0, 0.5, 0.25), (224, 128), **{"task.gt_weight": 0.0})),
     "paper_table13": (
         [],
         "detection",
         [
-            {"backbone.alpha": 1.0, "input_size": 300, "task.detector.name": "ssd", "data.square": True},
-            {"backbone.alpha": 1.0, "input_size": 300, "task.detector.name": "faster_rcnn", "data.square": False},
-            {"backbone.alpha": 1.0, "input_size": 600, "task.detector.name": "faster_rcnn", "data.square": False},
+            {
+                "input_size": 300,
+                "task.detector.name": "ssd",
+                "data.crop": "zoom",
+                **COCO_RECIPE,
+            },
+            *(
+                {
+                    "input_size": size,
+                    "task.detector.name": "faster_rcnn",
+                    "data.square": False,
+                    "task.finetune.freeze_bn": True,
+                    **COCO_RECIPE,
+                }
+                for size in (300, 600)
+            ),
         ],
     ),
     "alpha_rho_grid": (
@@ -153,4 +200,4 @@ def test_every_experiment_config_composes_each_job_of_its_sweep(experiment):
     assert [
         {key: OmegaConf.select(cfg, key) for key in want} for cfg, want in zip(configs, expected, strict=True)
     ] == expected
-    assert all(cfg.data.root is None for cfg in configs)  # the built-in data unless data.root is given
+    assert all(cfg.data.root is None for cfg in configs)  # data.root is the command line's

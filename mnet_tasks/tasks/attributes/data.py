@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader
 from mnet_tasks.data.bad_files import BadFile, NotedSample, noted
 from mnet_tasks.data.datamodule import ImageDataModule, LabelledImageDataset, is_image_file
 from mnet_tasks.data.images import ImageReadError
-from mnet_tasks.data.transforms import eval_transform
 from mnet_tasks.tasks.attributes.synthetic import ATTRIBUTE_FILE, FACES, IMAGE_DIR, PARTITION_FILE
 
 log = logging.getLogger(__name__)
@@ -243,7 +242,7 @@ class CelebADataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if stage in (None, "test") and self.test_set is None:
-            self.test_set = self.listed_dataset("test", eval_transform(self.image_size, crop_pct=self.crop_pct))
+            self.test_set = self.listed_dataset("test", self.eval_transform(self.image_size))
 
     def built_datasets(self) -> dict[str, CelebADataset]:
         built = super().built_datasets()
@@ -265,7 +264,7 @@ class CelebADataModule(ImageDataModule):
     def unaugmented_dataloader(self, split: str, image_size: int) -> DataLoader:
         """A split's images in index order through the validation transform at ``image_size``: the view a
         teacher's outputs are computed and cached on. Its ``dataset.samples`` name the images."""
-        dataset = self.build_dataset(split, eval_transform(image_size, crop_pct=self.crop_pct))
+        dataset = self.build_dataset(split, self.eval_transform(image_size))
         return self.loader(dataset, split, shuffle=False)
 
     def _unlabeled_folder(self) -> Path:

@@ -7,10 +7,9 @@ teacher's own entropy so that it is zero when the student matches the teacher (s
 with ground-truth BCE by ``task.gt_weight`` (0, the paper's setting, needs no labels at all). Losses are logged
 averaged over the attributes and optimized summed over them, so the learning rate does not depend on their number.
 
-The teacher's outputs are by default computed once per image on the un-augmented (validation-transform) view and
-cached on disk, so later epochs, resumed runs and other students skip the teacher; the student still trains on
-augmented views, against the targets of the un-augmented one. Without the cache the teacher sees the student's
-augmented batch.
+In training the teacher runs on the student's own augmented batch, so every target describes the crop the student
+sees. On the validation images, a fixed view, its outputs are by default computed once and cached on disk for later
+epochs, resumed runs and other students.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from mnet_tasks.checkpoints import load_checkpoint
 from mnet_tasks.config import ConfigError, resolve_input_size
 from mnet_tasks.task_module import TaskModule, build_backbone, options_from_config
 from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
-from mnet_tasks.weights import backbone_state_dict, read_weight_file
+from mnet_tasks.weights import IMAGENET_NORMALIZE, backbone_state_dict, read_weight_file
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,10 @@ class TeacherOptions:
         weights: the timm model's weights (.safetensors, .pth or .ckpt), read weights-only.
         input_size: the teacher's input size; by default the checkpoint's own (native size × ρ, or its
             resolution), or the timm model's default.
-        cache: compute the teacher's outputs once per image, on the un-augmented (validation-transform) view, and
-            reuse them every epoch; without it the teacher runs on every training batch, on the augmented view.
+        cache: compute the teacher's outputs on the validation images (a fixed view: the validation transform at
+            the teacher's input size) once, and reuse them every validation, in resumed runs and for other
+            students; without it the teacher runs on the student's validation batches. Training always runs the
+            teacher on the student's own augmented batch: a stored output would describe another crop.
         cache_dir: where the cached outputs are kept; by default ``<run folder>/teacher_cache``.
     """
 
@@ -129,13 +130,20 @@ class Teacher:
     network: nn.Module
     input_size: int
     digest: str  # of the weight file: keys the cache of its outputs
+    normalize: Mapping[str, Sequence[float]]  # the mean and std the teacher was trained with
 
     def __post_init__(self) -> None:
         self.network.eval().requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch of normalised images, resized to the teacher's input size if needed."""
+    def __call__(self, images: torch.Tensor, normalize: Mapping[str, Sequence[float]]) -> torch.Tensor:
+        """Logits of a batch of images normalised by ``normalize`` (the student's), brought to the teacher's own
+        normalisation and resized to its input size where they differ."""
+        if normalize != self.normalize:
+            given, own = (
+                {k: images.new_tensor(n[k]).view(1, -1, 1, 1) for k in n} for n in (normalize, self.normalize)
+            )
+            images = (images * given["std"] + given["mean"] - own["mean"]) / own["std"]
         if images.shape[-2:] != (self.input_size, self.input_size):
             size = (self.input_size, self.input_size)
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -168,8 +176,10 @@ def load_teacher(options: TeacherOptions, attribute_names: list[str]) -> Teacher
             f"task.teacher.weights={path} does not fit timm model {options.timm} with {len(attribute_names)} "
             f"outputs: {error}"
         ) from error
-    input_size = options.input_size or network.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-    return Teacher(network, input_size, file_digest(path))
+    config = network.pretrained_cfg
+    input_size = options.input_size or config.get("input_size", (3, 224, 224))[-1]
+    normalize = {key: list(config.get(key, IMAGENET_NORMALIZE[key])) for key in ("mean", "std")}
+    return Teacher(network, input_size, file_digest(path), normalize)
 
 
 def _teacher_from_checkpoint(path: Path, attribute_names: list[str], input_size: int | None) -> Teacher:
@@ -195,7 +205,8 @@ def _teacher_from_checkpoint(path: Path, attribute_names: list[str], input_size:
     if input_size is None:
         rho = backbone.get("rho", 1.0)
         input_size = resolve_input_size(hparams["native_resolution"], rho, backbone.get("resolution"))
-    return Teacher(network, input_size, file_digest(path))
+    normalize = {key: list(values) for key, values in (hparams.get("normalize") or IMAGENET_NORMALIZE).items()}
+    return Teacher(network, input_size, file_digest(path), normalize)
 
 
 class AttributeTask(TaskModule):
@@ -228,6 +239,7 @@ class AttributeTask(TaskModule):
         monitor_mode: str = "max",
         name: str = "attributes",
         native_resolution: int = 224,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ):
         if not attribute_names:
             raise ValueError("task.attribute_names is empty: the data module reports them (head_kwargs)")
@@ -236,7 +248,17 @@ class AttributeTask(TaskModule):
         teacher_options = TeacherOptions.from_config(teacher)
         if weight_decay is None:  # resolved before the base class records the hyperparameters
             weight_decay = 0.0 if teacher_options.enabled else LABEL_WEIGHT_DECAY
-        super().__init__(backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution)
+        super().__init__(
+            backbone,
+            optimizer,
+            lr_schedule,
+            weight_decay,
+            monitor,
+            monitor_mode,
+            name,
+            native_resolution,
+            normalize=normalize,
+        )
         self.attribute_names = list(attribute_names)
         self.gt_weight = gt_weight
         self.teacher_options = teacher_options
@@ -259,10 +281,6 @@ class AttributeTask(TaskModule):
         if self.teacher is not None:
             self.teacher.network.to(self.device)
 
-    def on_train_start(self) -> None:
-        if self.teacher is not None and self.teacher_options.cache:
-            self.teacher_outputs["train"] = self._cached_teacher_outputs("train")
-
     def on_validation_start(self) -> None:
         if self.teacher is not None:
             self.teacher.network.to(self.device)
@@ -270,10 +288,11 @@ class AttributeTask(TaskModule):
                 self.teacher_outputs["val"] = self._cached_teacher_outputs("val")
 
     def teacher_logits(self, split: str, batch: dict[str, Any]) -> torch.Tensor:
-        """The teacher's logits for the batch: looked up in the cache, or computed on the batch's own images."""
-        if self.teacher_options.cache:
+        """The teacher's logits for the batch: computed on the batch's own images (always in training), or looked
+        up in the cache of the validation view."""
+        if split in self.teacher_outputs:
             return self.teacher_outputs[split][batch["index"]]
-        return self.teacher(batch["image"])
+        return self.teacher(batch["image"], self.normalize)
 
     def _cached_teacher_outputs(self, split: str) -> torch.Tensor:
         """The teacher's logits for every image of a split, from the cache file or computed once and saved.
@@ -300,7 +319,7 @@ class AttributeTask(TaskModule):
             outputs = torch.empty(len(loader.dataset), len(self.attribute_names))
             quiet = self.trainer.progress_bar_callback is None
             for batch in tqdm(loader, desc=f"teacher outputs ({split})", unit="batch", disable=quiet):
-                outputs[batch["index"]] = self.teacher(batch["image"].to(self.device)).cpu()
+                outputs[batch["index"]] = self.teacher(batch["image"].to(self.device), self.normalize).cpu()
             cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".partial-{os.getpid()}")
             torch.save(outputs, partial)

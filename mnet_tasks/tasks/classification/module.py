@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -46,9 +46,19 @@ class ClassificationTask(TaskModule):
         native_resolution: int = 224,
         finetune: Mapping[str, Any] | None = None,
         mean_class_accuracy: bool = False,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ):
         super().__init__(
-            backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution, finetune
+            backbone,
+            optimizer,
+            lr_schedule,
+            weight_decay,
+            monitor,
+            monitor_mode,
+            name,
+            native_resolution,
+            finetune,
+            normalize,
         )
         self.backbone = build_backbone(backbone, num_classes=num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

@@ -25,7 +25,7 @@ from mnet_tasks.data.datamodule import FileDataModule
 from mnet_tasks.data.images import ImageReadError, read_rgb, upright_size
 from mnet_tasks.tasks.detection.coco_eval import CategoryMap, load_coco
 from mnet_tasks.tasks.detection.synthetic import COCO_SHAPES
-from mnet_tasks.tasks.detection.transforms import detection_transform
+from mnet_tasks.tasks.detection.transforms import check_crop, detection_transform
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,8 @@ class CocoDataModule(FileDataModule):
     """COCO-format detection data; ``root=None`` uses the synthetic shapes made with the ``synthetic`` parameters.
 
     ``square`` resizes every image to ``image_size`` square (SSD); otherwise images keep their size and the
-    detector resizes them (Faster-RCNN).
+    detector resizes them (Faster-RCNN). ``crop`` and ``color_jitter`` choose the training augmentation
+    (:func:`~mnet_tasks.tasks.detection.transforms.detection_transform`).
 
     ``splits`` names the train and val folders (``instances_<folder>.json``). The label space is the train
     file's categories in id order; the val file must list the same ids.
@@ -209,7 +210,8 @@ class CocoDataModule(FileDataModule):
         *,
         image_size: int = 300,
         square: bool = True,
-        crop_prob: float = 0.5,
+        crop: str = "none",
+        color_jitter: bool = True,
         splits: dict[str, str] | None = None,
         **options: Any,
     ) -> None:
@@ -217,7 +219,8 @@ class CocoDataModule(FileDataModule):
         self.splits = dict(splits or {"train": "train2017", "val": "val2017"})
         self.image_size = image_size
         self.square = square
-        self.crop_prob = crop_prob
+        self.crop, self.color_jitter = crop, color_jitter
+        check_crop(crop)
         self._indexes: dict[str, COCO] = {}
 
     def annotation_file(self, split: str) -> Path:
@@ -268,7 +271,9 @@ class CocoDataModule(FileDataModule):
                 f"{self.annotation_file(split)} has no annotations to score against (its 'annotations' list is "
                 "missing or empty): validation needs the ground-truth boxes of its images"
             )
-        transform = detection_transform(self.image_size, train, square=self.square, crop_prob=self.crop_prob)
+        transform = detection_transform(
+            self.image_size, train, square=self.square, crop=self.crop, color_jitter=self.color_jitter
+        )
         if train:
             transform.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
         categories = CategoryMap([c["id"] for c in self.categories])

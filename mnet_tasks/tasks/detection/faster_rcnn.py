@@ -6,7 +6,7 @@ crops of each proposal, so the whole ImageNet-trained network is used and the se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -14,8 +14,8 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredict
 from torchvision.ops import MultiScaleRoIAlign
 
 from mnet_tasks.backbone import MobileNetV1
-from mnet_tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from mnet_tasks.tasks.detection.anchors import rpn_anchors
+from mnet_tasks.weights import IMAGENET_NORMALIZE
 
 RPN_STAGE = 3  # feature_info index of Conv2d_11, stride 16
 CROP_SIZE = 14
@@ -54,9 +54,12 @@ def build_faster_rcnn(
     score_thresh: float = 0.01,
     nms_thresh: float = 0.6,
     detections_per_img: int = 100,
+    normalize: Mapping[str, Sequence[float]] | None = None,
 ) -> FasterRCNN:
     """Faster-RCNN whose images are resized to a shorter side of ``image_size`` (longer side capped at
-    ``max_size_ratio`` times that), with ``proposals`` RPN proposals per image in training and at test time."""
+    ``max_size_ratio`` times that), with ``proposals`` RPN proposals per image in training and at test time,
+    normalised by ``normalize``'s ``mean`` and ``std`` (ImageNet's by default)."""
+    normalize = normalize or IMAGENET_NORMALIZE
     if body.features_only or len(body.blocks) <= body.stage_ends[RPN_STAGE] + 1:
         raise ValueError("Faster-RCNN needs the whole MobileNetV1 (not features_only): its box head is Conv2d_12-13")
     head = ProposalHead(body)
@@ -65,8 +68,8 @@ def build_faster_rcnn(
         num_classes=None,
         min_size=image_size,
         max_size=round(image_size * max_size_ratio),
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
+        image_mean=list(normalize["mean"]),
+        image_std=list(normalize["std"]),
         rpn_anchor_generator=rpn_anchors(image_size, anchor_scales, anchor_ratios),
         rpn_pre_nms_top_n_train=2000,
         rpn_pre_nms_top_n_test=1000,

@@ -39,7 +39,12 @@ def detector_options(detector: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     kind = options.pop("name", None)
     if kind not in DETECTORS:
         raise ConfigError(f"task.detector.name must be one of {sorted(DETECTORS)}, got {kind!r}")
-    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - {"body", "num_classes", "image_size"}
+    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - {
+        "body",
+        "num_classes",
+        "image_size",
+        "normalize",
+    }
     if unknown := sorted(options.keys() - accepted):
         raise ConfigError(f"task.detector.{unknown[0]} is not an option of {kind}; choose from {sorted(accepted)}")
     return kind, options
@@ -74,11 +79,27 @@ class DetectionTask(TaskModule):
         monitor_mode: str = "max",
         name: str = "detection",
         native_resolution: int = 300,
+        finetune: Mapping[str, Any] | None = None,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ):
-        super().__init__(backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution)
+        super().__init__(
+            backbone,
+            optimizer,
+            lr_schedule,
+            weight_decay,
+            monitor,
+            monitor_mode,
+            name,
+            native_resolution,
+            finetune,
+            normalize,
+        )
         kind, options = detector_options(detector)
         build, backbone_overrides = DETECTORS[kind]
-        self.detector = build(build_backbone(backbone, **backbone_overrides), num_classes, image_size, **options)
+        body = build_backbone(backbone, **backbone_overrides)
+        self.detector = build(body, num_classes, image_size, normalize=self.normalize, **options)
+        # The MobileNetV1's modules, which task.finetune acts on (the detector holds them in its own parts).
+        self.backbone_modules = [module for module in body.modules() if module is not body.classifier]
         self.categories = CategoryMap(category_ids if category_ids is not None else range(1, num_classes + 1))
         if len(self.categories) != num_classes:
             raise ValueError(f"{len(self.categories)} category ids for {num_classes} classes")
@@ -94,6 +115,9 @@ class DetectionTask(TaskModule):
         layers pad their 3x3 stride-2 convolutions, so their maps stop at 1x1 instead of vanishing, as in the TF
         Object Detection API, whose MobileNetV1 SSD asks for 33 px.)"""
         detector_options(cfg.task.detector)
+
+    def backbone_body(self) -> list[nn.Module]:
+        return self.backbone_modules
 
     def forward(self, images: list[torch.Tensor] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in input pixels, ``labels`` 1..K, ``scores``."""

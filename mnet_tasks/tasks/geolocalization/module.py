@@ -64,9 +64,19 @@ class GeolocalizationTask(TaskModule):
         name: str = "geolocalization",
         native_resolution: int = 224,
         finetune: Mapping[str, Any] | None = None,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ):
         super().__init__(
-            backbone, optimizer, lr_schedule, weight_decay, monitor, monitor_mode, name, native_resolution, finetune
+            backbone,
+            optimizer,
+            lr_schedule,
+            weight_decay,
+            monitor,
+            monitor_mode,
+            name,
+            native_resolution,
+            finetune,
+            normalize,
         )
         if not partitions:
             raise ValueError(

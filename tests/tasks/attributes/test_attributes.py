@@ -57,8 +57,8 @@ def write_celeba(root: Path, attributes: str = ATTRIBUTES, partition: str = PART
     return root
 
 
-def attribute_module(teacher: dict | None = None, **kwargs) -> AttributeTask:
-    return AttributeTask(NAMES, {**TINY_MODEL, **kwargs}, OPTIMIZER, SCHEDULE, teacher=teacher)
+def attribute_module(teacher: dict | None = None, normalize: dict | None = None, **kwargs) -> AttributeTask:
+    return AttributeTask(NAMES, {**TINY_MODEL, **kwargs}, OPTIMIZER, SCHEDULE, teacher=teacher, normalize=normalize)
 
 
 def save_teacher_checkpoint(path: Path, module: AttributeTask) -> Path:
@@ -231,15 +231,17 @@ def test_distillation_loss_is_zero_for_a_perfect_student_and_has_the_cross_entro
 
 def test_teacher_is_frozen_and_only_the_student_learns(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    trained = attribute_module(alpha=0.5)
+    trained = attribute_module(alpha=0.5, normalize={"mean": [0.5] * 3, "std": [0.5] * 3})  # TF-style inputs
     checkpoint = save_teacher_checkpoint(tmp_path / "teacher.ckpt", trained)
-    student = attribute_module(teacher={"checkpoint": str(checkpoint), "cache": False})
+    student = attribute_module(teacher={"checkpoint": str(checkpoint), "cache": False})  # ImageNet's mean and std
     teacher = student.teacher
     assert student.hparams.weight_decay == 0.0 and trained.hparams.weight_decay == 4e-5  # the paper's note
     assert teacher.input_size == 224 and teacher.network.alpha == 0.5
     images = torch.randn(2, 3, 64, 64)
-    resized = torch.nn.functional.interpolate(images, size=(224, 224), mode="bilinear", antialias=True)
-    torch.testing.assert_close(teacher(images), trained.eval()(resized))  # the checkpoint's network, exactly
+    mean, std = (torch.tensor(student.normalize[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
+    in_teacher_terms = (images * std + mean - 0.5) / 0.5  # the same pixels, normalised as the teacher was trained
+    resized = torch.nn.functional.interpolate(in_teacher_terms, size=(224, 224), mode="bilinear", antialias=True)
+    torch.testing.assert_close(teacher(images, student.normalize), trained.eval()(resized))  # the checkpoint's network
 
     # the teacher is not part of the student: not in its checkpoint, its parameters or its train() calls
     assert not any(name.startswith("teacher") for name in student.state_dict())
@@ -274,7 +276,11 @@ def test_a_timm_teacher_is_built_from_its_name_and_weight_file(tmp_path: Path) -
     teacher = load_teacher(options, NAMES)
     images = torch.randn(1, 3, 224, 224)
     assert teacher.input_size == 224
-    torch.testing.assert_close(teacher(images), network(images))
+    assert teacher.normalize == {
+        "mean": list(network.pretrained_cfg["mean"]),
+        "std": list(network.pretrained_cfg["std"]),
+    }
+    torch.testing.assert_close(teacher(images, teacher.normalize), network(images))
     with pytest.raises(
         ValueError, match=r"task.teacher.weights=.* does not fit timm model mnet_mobilenet_v1_025 with 4"
     ):
@@ -316,12 +322,23 @@ def test_unlabeled_images_need_a_teacher() -> None:
 # --- the teacher cache ----------------------------------------------------------------------------
 
 
-def fit_counting_teacher_calls(root: Path, run_dir: Path, teacher: dict, epochs: int) -> tuple[AttributeTask, int]:
-    """Distill a tiny student for ``epochs``; returns it and how many batches its teacher's network saw."""
+def fit_counting_teacher_calls(
+    root: Path, run_dir: Path, teacher: dict, epochs: int, inputs: list | None = None
+) -> tuple[AttributeTask, int]:
+    """Distill a tiny student for ``epochs``; returns it and how many batches its teacher's network saw.
+    ``inputs`` collects, per training step, the student's images and what its teacher saw."""
     datamodule = CelebADataModule(root=str(root), image_size=32, batch_size=2, num_workers=0, include_unlabeled=True)
     student = attribute_module(teacher=teacher)
     calls = []
     student.teacher.network.register_forward_hook(lambda *_: calls.append(1))
+    if inputs is not None:
+
+        def record(images: torch.Tensor, new_step: bool) -> None:
+            if student.training:
+                inputs.append([images]) if new_step else inputs[-1].append(images)
+
+        student.backbone.register_forward_pre_hook(lambda _, args: record(args[0], new_step=True))
+        student.teacher.network.register_forward_pre_hook(lambda _, args: record(args[0], new_step=False))
     trainer = pl.Trainer(
         max_epochs=epochs,
         default_root_dir=run_dir,
@@ -336,24 +353,29 @@ def fit_counting_teacher_calls(root: Path, run_dir: Path, teacher: dict, epochs:
     return student, len(calls)
 
 
-def test_teacher_outputs_are_cached_once_and_reused_across_epochs_and_runs(tmp_path: Path) -> None:
+def test_the_teacher_sees_each_training_batch_as_the_student_does_and_its_validation_outputs_are_cached(
+    tmp_path: Path,
+) -> None:
     root = write_celeba(tmp_path / "celeba")
     checkpoint = save_teacher_checkpoint(tmp_path / "teacher.ckpt", attribute_module().eval())
     cached = {"checkpoint": str(checkpoint), "input_size": 32, "cache_dir": str(tmp_path / "cache")}
     train_batches, val_batches = math.ceil(4 / 2), 1  # a, b, c and the unlabeled u; v
 
-    one_epoch, calls = fit_counting_teacher_calls(root, tmp_path / "one", cached, epochs=1)
-    assert calls == train_batches + val_batches  # one pass over the un-augmented images
+    inputs = []
+    one_epoch, calls = fit_counting_teacher_calls(root, tmp_path / "one", cached, epochs=1, inputs=inputs)
+    assert calls == train_batches + val_batches  # every training batch, and one pass over the validation view
+    # the distillation target of an augmented view is the teacher's output on exactly that view
+    assert len(inputs) == train_batches and all(torch.equal(student, teacher) for student, teacher in inputs)
     _, calls = fit_counting_teacher_calls(root, tmp_path / "three", cached, epochs=3)
-    assert calls == 0  # the cache of the first run serves every epoch of the second
-    assert sorted(p.name.split("_")[1] for p in (tmp_path / "cache").iterdir()) == ["train", "val"]
+    assert calls == 3 * train_batches  # the validation cache of the first run serves every epoch of the second
+    assert [p.name.split("_")[1] for p in (tmp_path / "cache").iterdir()] == ["val"]
     _, calls = fit_counting_teacher_calls(root, tmp_path / "online", {**cached, "cache": False}, epochs=3)
     assert calls == 3 * (train_batches + val_batches)  # without the cache: every batch, every epoch
 
     # the cache holds the teacher's outputs for the validation-transformed images, in index order
     datamodule = CelebADataModule(root=str(root), image_size=32, num_workers=0, include_unlabeled=True)
-    images = torch.stack([item["image"] for item in datamodule.unaugmented_dataloader("train", 32).dataset])
-    torch.testing.assert_close(one_epoch.teacher_outputs["train"], one_epoch.teacher(images))
+    images = torch.stack([item["image"] for item in datamodule.unaugmented_dataloader("val", 32).dataset])
+    torch.testing.assert_close(one_epoch.teacher_outputs["val"], one_epoch.teacher(images, one_epoch.normalize))
     table = (tmp_path / "three" / "attribute_ap.csv").read_text().splitlines()
     assert table[0] == "epoch,attribute,ap,positive_rate,teacher_ap" and len(table) == 1 + 3 * len(NAMES)
 

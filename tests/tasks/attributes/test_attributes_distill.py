@@ -67,9 +67,9 @@ def test_a_distilled_025_student_comes_close_to_its_trained_teacher(
     assert student["madds"] < teacher["madds"] / 3 and student["params"] < teacher["params"] / 3
 
     record = json.loads((tmp_path / student["job"] / "metrics.json").read_text())
-    # The student saw the teacher's last checkpoint through the cache: its teacher_map is the teacher's own result.
+    # The student saw the teacher's last checkpoint (its validation outputs cached): teacher_map is its own result.
     assert record["metrics"]["final"]["val/teacher_map"] == pytest.approx(teacher["val/map"], abs=1e-4)
-    assert sorted(p.name.split("_")[1] for p in (tmp_path / "teacher_cache").iterdir()) == ["train", "val"]
+    assert [p.name.split("_")[1] for p in (tmp_path / "teacher_cache").iterdir()] == ["val"]  # training runs it online
     with open(tmp_path / "summary.csv") as file:
         assert [row["job"] for row in csv.DictReader(file)] == ["teacher", "student_alpha0.25"]
 

@@ -186,7 +186,7 @@ def test_bad_annotations_are_clipped_or_dropped_and_counted(tmp_path):
     np.testing.assert_allclose(kept.boxes, [[width - 10, height - 10, width, height], [50, 60, 70, 90]])
 
     dataset = CocoDetectionDataset(
-        coco, annotation_file, tmp_path / "images", categories, detection_transform(64, train=True, crop_prob=1.0)
+        coco, annotation_file, tmp_path / "images", categories, detection_transform(64, train=True, crop="ssd")
     )
     for index in range(len(dataset)):  # the image without boxes included
         image_tensor, target = dataset[index]
