@@ -29,6 +29,8 @@ DETECTORS = {
     "ssd": (build_ssd, {"num_classes": 0, "features_only": True, "out_indices": SSD_FEATURE_INDICES}),
     "faster_rcnn": (build_faster_rcnn, {"num_classes": 0}),
 }
+# The builders' arguments that come from the task, not from task.detector.
+SET_BY_THE_TASK = {"body", "num_classes", "image_size", "normalize"}
 # Logged on the progress bar; every COCOeval number is logged as val/<name>.
 PROGRESS_BAR_METRICS = ("map", "map_50")
 
@@ -39,12 +41,7 @@ def detector_options(detector: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     kind = options.pop("name", None)
     if kind not in DETECTORS:
         raise ConfigError(f"task.detector.name must be one of {sorted(DETECTORS)}, got {kind!r}")
-    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - {
-        "body",
-        "num_classes",
-        "image_size",
-        "normalize",
-    }
+    accepted = set(inspect.signature(DETECTORS[kind][0]).parameters) - SET_BY_THE_TASK
     if unknown := sorted(options.keys() - accepted):
         raise ConfigError(f"task.detector.{unknown[0]} is not an option of {kind}; choose from {sorted(accepted)}")
     return kind, options
@@ -59,6 +56,8 @@ class DetectionTask(TaskModule):
         image_size: the model's input size (SSD: the square side; Faster-RCNN: the shorter side).
         category_ids / category_names: the dataset's categories in label order (labels 1..K), from the data.
         pictures: how many validation images to draw with their detections each epoch.
+        finetune: ``task.finetune``, acting on the detector's MobileNetV1 (e.g. ``freeze_bn``, the TF API's frozen
+            BatchNorm for Faster-RCNN).
     """
 
     adapter = DetectionAdapter()
