@@ -140,10 +140,10 @@ class SigmoidSSD(SSD):
 
 def anchor_labels(labels: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
     """Each anchor's class (0: background) from its matched box index (-1 and -2: unmatched)."""
-    anchor_labels = torch.zeros_like(matched)
+    classes = torch.zeros_like(matched)
     foreground = matched >= 0
-    anchor_labels[foreground] = labels[matched[foreground]]
-    return anchor_labels
+    classes[foreground] = labels[matched[foreground]]
+    return classes
 
 
 def build_ssd(

@@ -30,9 +30,9 @@ def graph_ops(graph) -> set[str]:
     return ops
 
 
-def save_checkpoint(path, task: str) -> None:
+def save_checkpoint(path, task: str, *overrides: str) -> None:
     """A Faster-RCNN or SSD checkpoint as Lightning writes it (hyper-parameters, weights, the task class)."""
-    cfg = compose_config([f"task={task}", "backbone.alpha=0.25", "backbone.resolution=96"])
+    cfg = compose_config([f"task={task}", "backbone.alpha=0.25", "backbone.resolution=96", *overrides])
     torch.manual_seed(0)
     module = build_task(cfg, num_classes=3, category_ids=[2, 5, 9], category_names=["a", "b", "c"])
     payload = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
@@ -40,10 +40,14 @@ def save_checkpoint(path, task: str) -> None:
     torch.save(payload, path)
 
 
-@pytest.mark.parametrize("task", ["detection_frcnn", "detection"])
-def test_exported_detector_matches_pytorch_on_images_of_other_sizes(tmp_path, task):
+@pytest.mark.parametrize(
+    ("task", "overrides"),
+    [("detection_frcnn", []), ("detection", []), ("detection", ["+task.detector.classification=sigmoid"])],
+    ids=["faster_rcnn", "ssd", "ssd_sigmoid"],
+)
+def test_exported_detector_matches_pytorch_on_images_of_other_sizes(tmp_path, task, overrides):
     checkpoint = tmp_path / "model.ckpt"
-    save_checkpoint(checkpoint, task)
+    save_checkpoint(checkpoint, task, *overrides)
     report = export(compose_for_checkpoint("export", [f"ckpt_path={checkpoint}"], "ckpt_path"))
     assert report["parity"]["passed"] and report["parity"]["max_abs_diff"]["count"] == 0
 
