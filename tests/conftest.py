@@ -50,6 +50,21 @@ def train_tiny(task_overrides: list[str], run_dir: Path, data_dir: Path) -> tupl
     return run_dir / "checkpoints" / "last.ckpt", data, record
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job that ``python -m mnet_tasks -m OVERRIDES`` launches: the grid of the composed
+    ``hydra.sweeper.params`` (a plain multirun's comma lists are left to the caller)."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    from mnet_tasks.config import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        sweep = compose("config", overrides, return_hydra_config=True).hydra.sweeper.params
+    grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in sweep.items()]
+    return [[*overrides, *job] for job in itertools.product(*grid)]
+
+
 def export_config(checkpoint: Path, *overrides: str):
     from mnet_tasks.trained import compose_for_checkpoint
 

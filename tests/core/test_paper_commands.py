@@ -3,7 +3,6 @@ pointing at the task's synthetic set (written in the real dataset's layout) inst
 
 from __future__ import annotations
 
-import itertools
 import re
 import shlex
 import shutil
@@ -12,12 +11,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import sweep_jobs
 from hydra.utils import instantiate
 
 import mnet_tasks.tasks
 from mnet_tasks.backbone import MobileNetV1
-from mnet_tasks.config import compose_config, config_dir
+from mnet_tasks.config import compose_config
 from mnet_tasks.run import run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -107,13 +106,10 @@ def job_overrides(command: str, data_dir: Path) -> list[list[str]]:
         elif key == "hydra.run.dir":
             key = "paths.output_dir"
         overrides.append(f"{key}={value}")
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides, return_hydra_config=True)
-    if cfg.backbone.pretrained:
-        overrides.append(f"backbone.pretrained={local_weights(cfg.backbone.pretrained, cfg.backbone.alpha, data_dir)}")
-    sweep = cfg.hydra.sweeper.params if multirun else {}
-    grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in sweep.items()]
-    return [[*overrides, *job] for job in itertools.product(*grid)]
+    backbone = compose_config(overrides).backbone
+    if backbone.pretrained:
+        overrides.append(f"backbone.pretrained={local_weights(backbone.pretrained, backbone.alpha, data_dir)}")
+    return sweep_jobs(overrides) if multirun else [overrides]
 
 
 @pytest.mark.slow

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import run_cli, sweep_jobs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mnet_tasks.config import config_dir
+from mnet_tasks.config import compose_config, config_dir
 from mnet_tasks.sweeps import main as sweeps_main
 
 
@@ -101,10 +101,7 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path, quick):
 
 def _job_configs(overrides: list[str]) -> list:
     """The config of every job the experiment's ``hydra.sweeper.params`` would launch, composed in-process."""
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        sweep = compose("config", overrides, return_hydra_config=True).hydra.sweeper.params
-        grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in sweep.items()]
-        return [compose("config", [*overrides, *job]) for job in itertools.product(*grid)]
+    return [compose_config(job) for job in sweep_jobs(overrides)]
 
 
 def _sizes(alphas, sizes, **fixed):
