@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mnet_tasks.backbone import MobileNetV1
+from mnet_tasks.config import ConfigError
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.onnx_io import export_onnx
 from mnet_tasks.task_module import TaskModule
@@ -184,6 +185,11 @@ class TaskAdapter:
                 place = [record["latitude"], record["longitude"]] if located else []
                 top = " ".join(f"{entry['label']}:{entry['probability']:.6f}" for entry in record["top_k"])
                 writer.writerow([record["image"], record["label"], f"{record['probability']:.6f}", *place, top])
+
+    def verify(self, output_dir: Path, records: list[dict], others: list[dict], threshold: float | None) -> list[dict]:
+        """Predict's ``compare_with``: every record of ``images`` against every one of the other folder, for tasks
+        whose outputs compare (embeddings); written to ``output_dir`` and returned."""
+        raise ConfigError("compare_with: this task's predictions do not compare images with each other")
 
 
 class TaskForward(nn.Module):

@@ -41,29 +41,34 @@ def layer_type(module: nn.Module) -> str | None:
 
 @torch.no_grad()
 def profile_model(model: nn.Module, input_size: int, in_chans: int = 3) -> ModelCost:
-    """MAdds (one per multiply-accumulate) of one forward pass on a single image, and trainable parameters."""
+    """MAdds (one per multiply-accumulate) of one forward pass on a single image, and the trainable parameters of
+    the modules that pass runs (a head used only in training, such as an identity classifier, is not the model)."""
     was_training = model.training
     model.eval()
     # A model whose work depends on the image (e.g. proposals kept by NMS) fixes it for counting.
     cost_mode = getattr(model, "cost_mode", contextlib.nullcontext)
+    called: set[nn.Module] = set()  # parameters count where their module runs: not a training-only head
+    hook = nn.modules.module.register_module_forward_hook(lambda module, args, output: called.add(module))
     try:
         with FlopCounterMode(display=False) as counter, cost_mode():
             model(torch.zeros(1, in_chans, input_size, input_size))
     finally:
+        hook.remove()
         model.train(was_training)
     madds_by_type: Counter[str] = Counter()
     params_by_type: Counter[str] = Counter()
     flops_by_module = counter.get_flop_counts()
     for name, module in model.named_modules():
         kind = layer_type(module)
-        if kind is None:
+        if kind is None or module not in called:
             continue
         key = f"{type(model).__name__}.{name}" if name else type(model).__name__
         madds_by_type[kind] += sum(flops_by_module.get(key, {}).values()) // 2
         params_by_type[kind] += sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+    run = {id(p): p.numel() for module in called for p in module.parameters(recurse=False) if p.requires_grad}
     return ModelCost(
         madds=counter.get_total_flops() // 2,
-        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        params=sum(run.values()),
         input_size=input_size,
         madds_by_layer_type=dict(madds_by_type),
         params_by_layer_type=dict(params_by_type),

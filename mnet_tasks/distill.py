@@ -1,12 +1,13 @@
 """``python -m mnet_tasks.distill experiment=<student experiment> [overrides]``: train a teacher, distill students
 from it, compare them.
 
-The recipe is the ``distill`` section of the student experiment (e.g. ``attributes_distill``): the experiment that
-trains the teacher on the labels (``distill.teacher``), then one list of overrides per student; each student is a
-run of the student experiment from the teacher's best checkpoint (``task.teacher.checkpoint``). Every job is an
-ordinary ``run(cfg)`` in its own folder under ``<paths.log_dir>/<task name>/distill/<time>/``; the students share one
-cache of the teacher's outputs (``task.teacher.cache_dir``), and ``summary.csv`` and the printed table compare the
-task's metrics, cost and time.
+The recipe is the ``distill`` section of the student experiment (e.g. ``attributes_distill``,
+``face_embedding_distill``): the experiment that trains the teacher on the labels (``distill.teacher``), then one
+list of overrides per student; each student is a run of the student experiment from the teacher's best checkpoint
+(``task.teacher.checkpoint``). Every job is an ordinary ``run(cfg)`` in its own folder under
+``<paths.log_dir>/<task name>/distill/<time>/``; the students share one cache of the teacher's outputs where the
+task keeps one (``task.teacher.cache_dir``), and ``summary.csv`` and the printed table compare the task's metrics,
+cost and time.
 
 Command-line overrides apply to every job (e.g. ``trainer.max_epochs=3``), but a student's own overrides win over
 them (``backbone.alpha=0.5`` sets the teacher's width, not the students'); ``distill.*`` overrides change the
@@ -107,7 +108,9 @@ def main(overrides: list[str]) -> list[dict[str, Any]]:
     failed = []
     for student in recipe.students:
         job = "student_" + "_".join(name_part(override) for override in student)
-        distilled = [f"task.teacher.checkpoint={checkpoint}", f"task.teacher.cache_dir={folder / 'teacher_cache'}"]
+        distilled = [f"task.teacher.checkpoint={checkpoint}"]
+        if "cache_dir" in recipe_cfg.task.teacher:  # a task that caches its teacher's outputs: one cache for all
+            distilled.append(f"task.teacher.cache_dir={folder / 'teacher_cache'}")
         try:
             record = run_job(experiment, folder / job, [*every_job, *student, *distilled])
         except Exception:

@@ -10,7 +10,9 @@ image goes through the model's preprocessing (from its model card); its task ada
 - geolocalization: the most probable cell of the predicted head, its probability and its centroid (the
   ``top_cell`` prediction), and the ``top_k`` cells;
 - detection: the boxes scoring at least ``min_score`` with their category, one CSV row each, and every image with
-  its boxes drawn in ``pictures/``.
+  its boxes drawn in ``pictures/``;
+- face embeddings: each image's unit embedding; with ``compare_with=<another folder>``, every image against every
+  image of that folder (``verification.csv``: cosine similarity, and ``same`` above ``threshold`` when one is given).
 
 Classes are named by index (a classification checkpoint keeps no class names), attributes by name, cells by token.
 Images that cannot be read are skipped, listed with the reason in the JSON and the log.
@@ -117,6 +119,32 @@ def load_model(path: str | Path, crop_pct: float, threads: int | None) -> tuple[
     return card, run, runtime
 
 
+def predict_folder(
+    paths: Sequence[Path],
+    skipped: list[dict[str, str]],
+    card: ModelCard,
+    run_model: RunExported,
+    adapter: Any,
+    output_dir: Path,
+    cfg: DictConfig,
+) -> tuple[list[dict], list[dict[str, str]]]:
+    """The adapter's records for every readable image of ``paths``, and ``skipped`` with the unreadable ones."""
+    loader = DataLoader(
+        ImageFiles(paths, card.transform()),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_readable,
+    )
+    records, skipped = [], list(skipped)
+    for batch in loader:
+        skipped += batch["skipped"]
+        if batch["images"]:
+            described = adapter.describe(card, adapter.run(run_model, batch["images"], card), batch["paths"], cfg)
+            adapter.save_pictures(output_dir, card, described, batch["images"])
+            records += described
+    return records, skipped
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image under ``cfg.images`` with ``cfg.model``; returns what predictions.json holds."""
     if not cfg.images:
@@ -126,19 +154,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     adapter = adapter_of(task_class(card.family))
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(
-        ImageFiles(paths, card.transform()),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=collate_readable,
-    )
-    records = []
-    for batch in loader:
-        skipped += batch["skipped"]
-        if batch["images"]:
-            described = adapter.describe(card, adapter.run(run_model, batch["images"], card), batch["paths"], cfg)
-            adapter.save_pictures(output_dir, card, described, batch["images"])
-            records += described
+    records, skipped = predict_folder(paths, skipped, card, run_model, adapter, output_dir, cfg)
+    verification = None
+    if cfg.compare_with:
+        other_paths, other_skipped = list_images(cfg.compare_with)
+        others, other_skipped = predict_folder(other_paths, other_skipped, card, run_model, adapter, output_dir, cfg)
+        skipped += other_skipped
+        verification = adapter.verify(output_dir, records, others, cfg.threshold)
     for entry in skipped:
         log.warning("skipped: %s", entry["error"])
     adapter.write_predictions(output_dir, card, records)
@@ -151,6 +173,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "predictions": records,
         "skipped": skipped,
     }
+    if verification is not None:
+        result.update(compare_with=str(cfg.compare_with), threshold=cfg.threshold, verification=verification)
     (output_dir / "predictions.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -92,27 +92,30 @@ def compare_accuracy(
     adapter, card = trained.adapter, trained.card
     sessions = {"fp32": onnx_session(fp32_path), "int8": onnx_session(int8_path)}
     output = card.probability_output(card.predict_head)
-    totals = dict.fromkeys(sessions, 0.0)
-    scored = seen = agreeing = decisions = 0
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
+    targets_seen: list[np.ndarray] = []
+    seen = 0
     for batch in loader:
         images, targets = adapter.images_and_targets(batch, card)
         if max_images is not None:
             images, targets = images[: max_images - seen], targets[: max_images - seen]
-        probabilities = {
-            name: session.run([output], {INPUT_NAME: images.numpy()})[0] for name, session in sessions.items()
-        }
-        for name, values in probabilities.items():
-            total, count = adapter.score(values, targets)
-            totals[name] += total
-        scored += count
-        same = adapter.decisions(probabilities["fp32"]) == adapter.decisions(probabilities["int8"])
-        agreeing, decisions = agreeing + int(same.sum()), decisions + same.size
+        for name, session in sessions.items():
+            outputs[name].append(session.run([output], {INPUT_NAME: images.numpy()})[0])
+        targets_seen.append(targets)
         seen += len(images)
         if max_images is not None and seen >= max_images:
             break
+    if not targets_seen:
+        raise ValueError("no validation image to measure the int8 accuracy on (check data.root)")
+    # Scored over the whole split at once: a metric such as pair verification is not a sum over batches.
+    targets = np.concatenate(targets_seen)
+    values = {name: np.concatenate(arrays) for name, arrays in outputs.items()}
+    (fp32_total, scored), (int8_total, _) = (adapter.score(values[name], targets) for name in ("fp32", "int8"))
     if scored == 0:
         raise ValueError("no labelled validation image to measure the int8 accuracy on (check data.root)")
-    fp32, int8 = totals["fp32"] / scored, totals["int8"] / scored
+    fp32, int8 = fp32_total / scored, int8_total / scored
+    same = adapter.decisions(values["fp32"]) == adapter.decisions(values["int8"])
+    agreeing, decisions = int(same.sum()), same.size
     return {
         "split": "val",
         "metric": adapter.metric,

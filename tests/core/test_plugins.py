@@ -124,8 +124,15 @@ def test_the_plugin_guide_shows_the_example_plugin_as_it_is_tested():
     assert all(f"[project.entry-points{block.strip()}" in guide for block in entry_points)
 
 
+def builtin_packages() -> list[str]:
+    return sorted(path.name for path in BUILTIN_TASKS.iterdir() if (path / "__init__.py").is_file())
+
+
 def test_the_builtin_tasks_are_registered_like_any_plugin():
-    assert registered_names() == ["attributes", "classification", "detection", "geolocalization"]
+    """Every built-in task package with a task module of its own registers its class (fine-grained reuses
+    classification's)."""
+    assert {"attributes", "classification", "detection", "geolocalization"} <= set(registered_names())
+    assert registered_names() == [name for name in builtin_packages() if (BUILTIN_TASKS / name / "module.py").is_file()]
 
 
 def builtin_task_names() -> set[str]:
@@ -138,13 +145,10 @@ def test_the_builtin_tasks_bring_their_configs_as_a_plugin_does():
     """The core config tree holds no task's yaml: every task and data config comes from a registered package."""
     core = config_dir()
     assert not [path for group in ("task", "data", "task_defaults") for path in core.glob(f"{group}/*.yaml")]
-    assert config_packages() == [
-        f"mnet_tasks.tasks.{name}.conf"
-        for name in sorted(
-            builtin_task_names() & {"attributes", "classification", "detection", "finegrained", "geolocalization"}
-        )
-    ]
-    for name in ("classification", "finegrained", "attributes", "detection", "detection_frcnn", "geolocalization"):
+    assert config_packages() == [f"mnet_tasks.tasks.{name}.conf" for name in builtin_packages()]
+    task_configs = sorted(path.stem for path in BUILTIN_TASKS.glob("*/conf/task/*.yaml"))
+    assert {"classification", "finegrained", "attributes", "detection", "detection_frcnn"} <= set(task_configs)
+    for name in task_configs:
         cfg = compose_config([f"task={name}"])
         assert cfg.task.name == name or name == "detection_frcnn"
         assert cfg.data._target_.startswith("mnet_tasks.tasks.")

@@ -28,16 +28,14 @@ import albumentations as A
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from torch import nn
 from torchmetrics.classification import MultilabelAccuracy, MultilabelAveragePrecision
 from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
-from mnet_tasks.checkpoints import load_checkpoint
-from mnet_tasks.config import ConfigError, resolve_input_size
-from mnet_tasks.task_module import TaskModule, build_backbone, options_from_config
+from mnet_tasks.config import ConfigError
+from mnet_tasks.task_module import TaskModule, build_backbone
 from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
-from mnet_tasks.weights import IMAGENET_NORMALIZE, backbone_state_dict, read_weight_file
+from mnet_tasks.teacher import Teacher, TeacherSource, checkpoint_teacher, timm_teacher
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +78,10 @@ class MeanAttributeAP(MultilabelAveragePrecision):
 
 
 @dataclass(frozen=True)
-class TeacherOptions:
-    """``task.teacher``: where the teacher comes from and whether its outputs are cached.
+class TeacherOptions(TeacherSource):
+    """``task.teacher`` (:class:`~mnet_tasks.teacher.TeacherSource`), and whether its outputs are cached.
 
     Attributes:
-        checkpoint: a checkpoint of this project's attribute task (any α, ρ or backbone ablation).
-        timm: or a timm model name, built with one output per attribute, with its ``weights`` file.
-        weights: the timm model's weights (.safetensors, .pth or .ckpt), read weights-only.
-        input_size: the teacher's input size; by default the checkpoint's own (native size × ρ, or its
-            resolution), or the timm model's default.
         cache: compute the teacher's outputs on the validation images (a fixed view: the validation transform at
             the teacher's input size) once, and reuse them every validation, in resumed runs and for other
             students; without it the teacher runs on the student's validation batches. Training always runs the
@@ -96,117 +89,29 @@ class TeacherOptions:
         cache_dir: where the cached outputs are kept; by default ``<run folder>/teacher_cache``.
     """
 
-    checkpoint: str | None = None
-    timm: str | None = None
-    weights: str | None = None
-    input_size: int | None = None
     cache: bool = True
     cache_dir: str | None = None
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any] | None) -> TeacherOptions:
-        teacher = cls(**options_from_config(cls, options, "task.teacher"))
-        if teacher.checkpoint and teacher.timm:
-            raise ValueError("task.teacher: give either checkpoint or timm (with weights), not both")
-        if teacher.timm and not teacher.weights:
-            raise ValueError(f"task.teacher.timm={teacher.timm} needs task.teacher.weights: a file of its weights")
-        if teacher.weights and not teacher.timm:
-            raise ValueError("task.teacher.weights is for a timm model: set task.teacher.timm to its model name")
-        return teacher
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.checkpoint or self.timm)
-
-
-@dataclass
-class Teacher:
-    """A frozen network (eval mode, no gradients) and the input size it expects.
-
-    It is deliberately not an ``nn.Module`` attribute of the student: it stays out of the student's checkpoint,
-    parameter count, optimizer and ``train()`` calls.
-    """
-
-    network: nn.Module
-    input_size: int
-    digest: str  # of the weight file: keys the cache of its outputs
-    normalize: Mapping[str, Sequence[float]]  # the mean and std the teacher was trained with
-
-    def __post_init__(self) -> None:
-        self.network.eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, normalize: Mapping[str, Sequence[float]]) -> torch.Tensor:
-        """Logits of a batch of images normalised by ``normalize`` (the student's), brought to the teacher's own
-        normalisation and resized to its input size where they differ."""
-        if normalize != self.normalize:
-            given, own = (
-                {k: images.new_tensor(n[k]).view(1, -1, 1, 1) for k in n} for n in (normalize, self.normalize)
-            )
-            images = (images * given["std"] + given["mean"] - own["mean"]) / own["std"]
-        if images.shape[-2:] != (self.input_size, self.input_size):
-            size = (self.input_size, self.input_size)
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return self.network(images).float()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def load_teacher(options: TeacherOptions, attribute_names: list[str]) -> Teacher:
     """Build the teacher ``options`` names, with one output per attribute of ``attribute_names``."""
-    if options.checkpoint:
-        return _teacher_from_checkpoint(Path(options.checkpoint).expanduser(), attribute_names, options.input_size)
-    import timm
+    if not options.checkpoint:
+        return timm_teacher(options, len(attribute_names), "outputs")
 
-    path = Path(options.weights).expanduser()
-    try:
-        network = timm.create_model(options.timm, pretrained=False, num_classes=len(attribute_names))
-    except RuntimeError as error:
-        raise ValueError(f"task.teacher.timm={options.timm} cannot be built: {error}") from error
-    try:
-        network.load_state_dict(read_weight_file(path))
-    except RuntimeError as error:
-        raise ValueError(
-            f"task.teacher.weights={path} does not fit timm model {options.timm} with {len(attribute_names)} "
-            f"outputs: {error}"
-        ) from error
-    config = network.pretrained_cfg
-    input_size = options.input_size or config.get("input_size", (3, 224, 224))[-1]
-    normalize = {key: list(config.get(key, IMAGENET_NORMALIZE[key])) for key in ("mean", "std")}
-    return Teacher(network, input_size, file_digest(path), normalize)
+    def check(path: Path, hparams: Mapping[str, Any]) -> None:
+        names = hparams.get("attribute_names")
+        if names is None:
+            raise ValueError(
+                f"task.teacher.checkpoint={path} is not a checkpoint of the attributes task (no attribute_names in "
+                "its hyper_parameters); give another model as task.teacher.timm with task.teacher.weights"
+            )
+        if list(names) != list(attribute_names):
+            raise ValueError(
+                f"task.teacher.checkpoint={path} predicts the attributes {list(names)}, but the data has "
+                f"{list(attribute_names)}"
+            )
 
-
-def _teacher_from_checkpoint(path: Path, attribute_names: list[str], input_size: int | None) -> Teacher:
-    """Rebuild the MobileNetV1 of an attribute-task checkpoint from its hyper_parameters (read weights-only)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"task.teacher.checkpoint: no file at {path}")
-    payload = load_checkpoint(path, "task.teacher.checkpoint")
-    hparams = payload.get("hyper_parameters", {}) if isinstance(payload, dict) else {}
-    names = hparams.get("attribute_names")
-    if names is None or "state_dict" not in payload:
-        raise ValueError(
-            f"task.teacher.checkpoint={path} is not a checkpoint of the attributes task (no attribute_names in its "
-            "hyper_parameters); give another model as task.teacher.timm with task.teacher.weights"
-        )
-    if list(names) != list(attribute_names):
-        raise ValueError(
-            f"task.teacher.checkpoint={path} predicts the attributes {list(names)}, but the data has "
-            f"{list(attribute_names)}"
-        )
-    backbone = {**hparams["backbone"], "pretrained": None}  # its weights are in the checkpoint itself
-    network = build_backbone(backbone, num_classes=len(names))
-    network.load_state_dict(backbone_state_dict(payload["state_dict"]))
-    if input_size is None:
-        rho = backbone.get("rho", 1.0)
-        input_size = resolve_input_size(hparams["native_resolution"], rho, backbone.get("resolution"))
-    normalize = {key: list(values) for key, values in (hparams.get("normalize") or IMAGENET_NORMALIZE).items()}
-    return Teacher(network, input_size, file_digest(path), normalize)
+    return checkpoint_teacher(options, len(attribute_names), check)
 
 
 class AttributeTask(TaskModule):

@@ -1,0 +1,1 @@
+"""The face_embedding configs, registered under the mnet_tasks.configs entry points."""
