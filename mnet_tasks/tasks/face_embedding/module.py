@@ -101,8 +101,8 @@ class FaceEmbeddingTask(TaskModule):
     embeddings, the loss) and the teacher's ``val/teacher_accuracy`` and ``val/teacher_tar_far_1e-4``.
 
     Args:
-        num_identities: the training identities (from the DataModule); 0 for a distilled student, which has no
-            identity head.
+        num_identities: the training identities (from the DataModule); 0 for a distilled student rebuilt from its
+            checkpoint, which has no identity head.
         embedding_dim: the embedding's dimension (FaceNet's is 128).
         margin / scale: CosFace's additive cosine margin and logit scale, for training on identities.
         weight_decay: ``None`` for 4e-5 on identities and 0 when distilling.
@@ -132,7 +132,7 @@ class FaceEmbeddingTask(TaskModule):
         teacher_source = TeacherSource.from_config(teacher)
         if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
             raise ValueError(f"task.embedding_dim must be a positive integer, got {embedding_dim!r}")
-        if not teacher_source.enabled and num_identities < 2:
+        if (not teacher_source.enabled and num_identities == 1) or num_identities < 0:
             raise ValueError(
                 f"training on identities needs at least 2 of them (task.num_identities={num_identities}, from the "
                 "data's identity folders); or distill from a teacher (task.teacher.checkpoint)"
@@ -219,6 +219,11 @@ class FaceEmbeddingTask(TaskModule):
         if len(batch["image"]) < 2:  # unreadable files thinned it: the embedding's BatchNorm needs two faces
             log.warning("skipped training batch %d: it holds fewer than 2 readable faces", batch_idx)
             return None
+        if self.teacher is None and self.identity_head is None:
+            raise ValueError(
+                "nothing to learn from: no task.teacher and no identity head (task.num_identities=0, as a distilled "
+                "student is rebuilt for export); train on identity folders or give task.teacher.checkpoint"
+            )
         embeddings = self(batch["image"])
         if self.teacher is not None:  # on the student's own augmented batch
             loss = embedding_distance(embeddings, self.teacher_embeddings(batch["image"])).mean()
@@ -253,6 +258,10 @@ class FaceEmbeddingTask(TaskModule):
         """Score the pairs (every process holds every embedding after the metric's gather), log, draw the ROC."""
         metrics = {"student": self.verification, "teacher": self.teacher_verification}
         scored = {role: metric for role, metric in metrics.items() if metric is not None}
+        if self.trainer.sanity_checking:  # two batches' photos: their pairs would only warn that they are too few
+            for metric in scored.values():
+                metric.reset()
+            return
         for role, metric in scored.items():
             values = metric.compute()
             keys, prefix = (STUDENT_METRICS, "") if role == "student" else (TEACHER_METRICS, "teacher_")
@@ -262,7 +271,7 @@ class FaceEmbeddingTask(TaskModule):
         # The threshold LFW's protocol chose, averaged over its folds: what predict's compare_with can decide at.
         self.log("val/threshold", self.verification.fold_thresholds.mean().float())
         same = self.verification.same_used
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking and 0 < int(same.sum()) < len(same):
+        if self.trainer.is_global_zero and 0 < int(same.sum()) < len(same):
             names = {"student": "student", "teacher": "teacher"} if self.teacher else {"student": "model"}
             curves = {names[role]: roc_curve(m.scores.numpy(), m.same_used.numpy()) for role, m in scored.items()}
             save_roc(Path(self.trainer.default_root_dir) / ROC_PICTURE, curves)

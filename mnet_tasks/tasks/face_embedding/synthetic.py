@@ -532,8 +532,8 @@ IDENTITIES = SyntheticData(
     DATASET_NAME,
     GENERATOR_VERSION,
     {
-        "train_identities": Parameter(300, 2),
-        "photos_per_identity": Parameter(10, 1),
+        "train_identities": Parameter(150, 2),
+        "photos_per_identity": Parameter(20, 1),
         "unlabeled_images": Parameter(1000, 0),
         "eval_identities": Parameter(200, 20),  # a multiple of folds
         "eval_photos_per_identity": Parameter(6, 2),

@@ -26,6 +26,7 @@ from mnet_tasks.task_module import build_task
 from mnet_tasks.tasks.face_embedding.adapter import FaceEmbeddingAdapter, nearest_neighbours
 from mnet_tasks.tasks.face_embedding.module import CosFaceHead, FaceEmbeddingTask, embedding_distance
 from mnet_tasks.teacher import TeacherSource
+from mnet_tasks.trained import load_trained
 
 # Tiny synthetic identities at 64 px: 12 training identities, 20 in "LFW" (10 folds of 2 + 2 pairs) and a large
 # list of 1,000 mismatched pairs: FAR 1e-3 is measured, 1e-4 is not.
@@ -102,6 +103,9 @@ def test_bad_task_options_name_their_key(tmp_path: Path) -> None:
         face_module(embedding_dim=0)
     with pytest.raises(ValueError, match="needs at least 2"):
         face_module(num_identities=1)
+    headless = face_module(num_identities=0)  # a distilled student as export rebuilds it: no head, no teacher
+    with pytest.raises(ValueError, match="nothing to learn from"):
+        headless.training_step({"image": torch.randn(2, 3, 64, 64), "identity": torch.tensor([0, 1])}, 0)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 3}}, other)
     with pytest.raises(ValueError, match="not a checkpoint of the face_embedding task"):
@@ -229,3 +233,5 @@ def test_the_teacher_then_students_command(tmp_path: Path, data_dir: Path) -> No
     assert 0 < final["val/teacher_distance"] < 4  # squared distance of unit vectors
     assert final["val/teacher_accuracy"] == pytest.approx(rows[0]["val/accuracy"], abs=1e-6)  # its best checkpoint
     assert (tmp_path / "student_alpha0.25" / "roc.png").is_file()
+    trained = load_trained(student["checkpoint"], 1.0)  # as export, predict and the leaderboard rebuild it
+    assert trained.module.identity_head is None and trained.card.outputs == ["features", "embedding"]

@@ -26,6 +26,9 @@ FACES = [
     "task.monitor=val/accuracy",  # the teacher's best epoch by LFW's protocol: 2,000 pairs cannot measure FAR 1e-4
 ]
 CHANCE = 0.5  # LFW's folds hold as many matched as mismatched pairs
+# Bars from tests/spread.py over seeds 42, 1, 2 on the native and avx2-cpu kernel paths, one thread (tests/README.md):
+# teacher 0.25-0.37 and student 0.23-0.34 above chance, gap 0.015-0.067, squared distance 0.20-0.39. A student that
+# learns nothing stays at chance (a gap of about 0.3) and 2 away from its teacher (random unit vectors).
 
 
 @pytest.mark.slow
@@ -53,8 +56,8 @@ def test_a_distilled_student_verifies_faces_close_to_its_teacher(
     final = json.loads((tmp_path / student["job"] / "metrics.json").read_text())["metrics"]["final"]
     accuracies = f"teacher {teacher['val/accuracy']:.3f}, student {student['val/accuracy']:.3f}"
     print(f"{accuracies}, student-teacher distance {final['val/teacher_distance']:.3f}")
-    bars.measure("teacher LFW-protocol accuracy above chance", teacher["val/accuracy"] - CHANCE, at_least=0.1)
-    bars.measure("student LFW-protocol accuracy above chance", student["val/accuracy"] - CHANCE, at_least=0.1)
-    bars.measure("teacher - student accuracy", teacher["val/accuracy"] - student["val/accuracy"], at_most=0.1)
-    bars.measure("student-teacher squared distance", final["val/teacher_distance"], at_most=1.0)
+    bars.measure("teacher LFW-protocol accuracy above chance", teacher["val/accuracy"] - CHANCE, at_least=0.15)
+    bars.measure("student LFW-protocol accuracy above chance", student["val/accuracy"] - CHANCE, at_least=0.12)
+    bars.measure("teacher - student accuracy", teacher["val/accuracy"] - student["val/accuracy"], at_most=0.15)
+    bars.measure("student-teacher squared distance", final["val/teacher_distance"], at_most=0.8)
     bars.check()
