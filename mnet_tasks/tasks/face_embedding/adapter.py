@@ -96,8 +96,8 @@ class FaceEmbeddingAdapter(TaskAdapter):
         return batch["image"], batch["identity"].numpy()
 
     def score(self, probabilities: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
-        _, counts = np.unique(targets, return_counts=True)
-        scored = np.isin(targets, np.unique(targets)[counts > 1])  # a person with another photo to find
+        people, counts = np.unique(targets, return_counts=True)
+        scored = np.isin(targets, people[counts > 1])  # a person with another photo to find
         correct = targets[nearest_neighbours(probabilities)] == targets
         return float(correct[scored].sum()), int(scored.sum())
 
