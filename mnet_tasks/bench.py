@@ -13,12 +13,17 @@ registered task; its adapter (:class:`mnet_tasks.adapter.TaskAdapter`) says what
 
 The int8 models are quantized as ``export int8=true`` does, calibrated on random images (speed does not depend on
 the calibration; accuracy is measured by the export). Models are timed in interleaved rounds, so that a change of
-load on a shared machine hits all of them alike; every number is the median over the rounds, after warm-up. The
-training throughput compares Lightning's training loop with a bare PyTorch loop running the task's own training
-step on the same model, batch and data (``--no-training`` skips it).
+load on a shared machine hits all of them alike; every number is the median over the rounds, after warm-up.
 
-Writes ``bench.csv``, ``training.csv`` and ``bench.md`` (both tables and the ratios) to ``--out-dir``.
-``--quick`` is a small smoke run of every path.
+Then the training throughput (:mod:`mnet_tasks.training_bench`): a bare loop over prepared batches (the anchor), the
+same fed by the task's loader, Lightning's loop and, with ``--run-epochs``, the run itself, all with the task's
+own training step on the same model and batch (``--no-training`` skips it); and with ``--loader`` the task's
+training and validation pipelines per worker on ImageNet-size JPEGs beside PIL's decode of the same files.
+``--gpu-check`` is the GPU check: training and loader only, 1.0 MobileNet-224 and 0.25 MobileNet-128 with
+``trainer=gpu``, ``torch.compile`` both ways.
+
+Writes ``bench.csv``, ``training.csv``, ``loader.csv`` and ``bench.md`` (the tables and the ratios) to
+``--out-dir``. ``--quick`` is a small smoke run of every path.
 
 Command line: argparse, not a Hydra app: one process times many networks and sizes interleaved, and composes each
 task's config itself (``--task``).
@@ -36,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +56,13 @@ from mnet_tasks.adapter import TaskAdapter, adapter_of
 from mnet_tasks.config import compose_config
 from mnet_tasks.cost import profile_model
 from mnet_tasks.registry import task_class_of_target
+from mnet_tasks.training_bench import (
+    LOADER_COLUMNS,
+    TRAINING_COLUMNS,
+    limiting_part,
+    loader_throughput,
+    training_throughput,
+)
 
 RUNTIMES = ("eager_nchw", "eager_channels_last", "onnxruntime_fp32", "onnxruntime_int8")
 EAGER_FORMATS = {"eager_nchw": torch.contiguous_format, "eager_channels_last": torch.channels_last}
@@ -69,17 +80,6 @@ COLUMNS = (
     "throughput_batch",
     "throughput_images_per_s",
 )
-TRAINING_COLUMNS = (
-    "loop",
-    "model",
-    "input_size",
-    "batch_size",
-    "workers",
-    "threads",
-    "steps",
-    "images_per_s",
-    "vs_bare",
-)
 # The smallest real run of every path: a thin network, tiny inputs, a few timings, a few training steps.
 QUICK_DEFAULTS = dict(
     alpha=[0.25],
@@ -92,6 +92,11 @@ QUICK_DEFAULTS = dict(
     settle=0.0,
     train_steps=2,
     train_warmup=1,
+    run_epochs=1,
+    loader=True,
+    loader_sizes=[64],
+    loader_images=4,
+    loader_rounds=1,
     train_overrides=[
         "backbone.alpha=0.25",
         "backbone.resolution=64",
@@ -101,6 +106,16 @@ QUICK_DEFAULTS = dict(
         "data.synthetic.image_size=48",
         "data.batch_size=8",
     ],
+)
+# The GPU check: what limits training on a GPU, for the paper's largest and smallest network.
+GPU_CHECK_DEFAULTS = dict(
+    inference=False,
+    loader=True,
+    compile=True,
+    train_models=["1.0@224", "0.25@128"],
+    train_steps=50,
+    train_workers=min(8, os.cpu_count() or 1),
+    train_overrides=["trainer=gpu", "data.batch_size=256"],
 )
 
 
@@ -305,122 +320,6 @@ def add_anchor_ratios(rows: list[dict[str, Any]], anchor: str) -> None:
             row["latency_vs_anchor"] = row["latency_ms"] / reference
 
 
-# --- training throughput ---
-
-
-class StepClock:
-    """Wall time and images of the training steps after the first ``skip`` (worker start-up, first allocations)."""
-
-    def __init__(self, skip: int):
-        self.skip = skip
-        self.steps = 0
-        self.images = 0
-        self.start = self.end = time.perf_counter()  # the start stands when no step is skipped
-
-    def step_done(self, batch_size: int) -> None:
-        now = time.perf_counter()
-        self.steps += 1
-        if self.steps == self.skip:
-            self.start = now
-        elif self.steps > self.skip:
-            self.images += batch_size
-            self.end = now
-
-    def images_per_s(self) -> float:
-        return self.images / (self.end - self.start)
-
-
-def lightning_loop(cfg: Any, module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
-    """Lightning's fit, with the task's own training step (its metrics and logging); no validation, progress bar,
-    logger or checkpoints."""
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    class ClockCallback(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            clock.step_done(batch_images(batch))
-
-    trainer = instantiate(
-        cfg.trainer,
-        max_steps=steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ClockCallback()],
-    )
-    trainer.fit(module, datamodule=datamodule)
-
-
-def batch_images(batch: Any) -> int:
-    """The number of images in a batch: its first tensor's or list's length, whatever the task's batch layout."""
-    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return len(first)
-
-
-def bare_loop(module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
-    """The same model, optimizer, loader and training step (its loss) in a plain loop: step, backward, update."""
-    from hydra.utils import instantiate
-
-    from mnet_tasks.task_module import parameter_groups
-
-    module.train()
-    groups = parameter_groups(module, module.hparams.weight_decay)
-    optimizer = instantiate(module.hparams.optimizer, _partial_=True)(groups)
-    epochs = itertools.chain.from_iterable(itertools.repeat(datamodule.train_dataloader()))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*self.log.*")  # the step logs; without a Trainer it cannot
-        for index, batch in enumerate(itertools.islice(epochs, steps)):
-            loss = module.training_step(batch, index)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            clock.step_done(batch_images(batch))
-
-
-def training_throughput(overrides: Sequence[str], steps: int, warmup: int, workers: int) -> list[dict[str, Any]]:
-    """Images/s of both loops on the task of ``overrides`` (the quick start by default)."""
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from mnet_tasks.task_module import build_task
-
-    rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        cfg = compose_config([*overrides, f"data.num_workers={workers}", f"paths.output_dir={workdir}"])
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        for loop in ("lightning", "bare"):
-            pl.seed_everything(cfg.seed, verbose=False)
-            module = build_task(cfg, **datamodule.head_kwargs())
-            clock = StepClock(skip=warmup)
-            if loop == "lightning":
-                lightning_loop(cfg, module, datamodule, clock, warmup + steps)
-            else:
-                bare_loop(module, datamodule, clock, warmup + steps)
-            rows.append(
-                {
-                    "loop": loop,
-                    "model": f"{cfg.task.name} MobileNetV1 a={cfg.backbone.alpha}",
-                    "input_size": cfg.input_size,
-                    "batch_size": cfg.data.batch_size,
-                    "workers": workers,
-                    "threads": torch.get_num_threads(),
-                    "steps": clock.steps - clock.skip,
-                    "images_per_s": clock.images_per_s(),
-                    "vs_bare": None,
-                }
-            )
-    bare = rows[1]["images_per_s"]
-    for row in rows:
-        row["vs_bare"] = row["images_per_s"] / bare
-    return rows
-
-
 # --- output ---
 
 
@@ -436,7 +335,12 @@ def _number(value: float | None, digits: int, suffix: str = "") -> str:
 
 
 def format_markdown(
-    rows: Sequence[dict[str, Any]], training: Sequence[dict[str, Any]], anchor: str, header: str
+    rows: Sequence[dict[str, Any]],
+    training: Sequence[dict[str, Any]],
+    loader: Sequence[dict[str, Any]],
+    limits: Sequence[str],
+    anchor: str,
+    header: str,
 ) -> str:
     lines = [header, ""]
     throughput_batch = next((row["throughput_batch"] for row in rows if row["throughput_batch"]), None)
@@ -455,17 +359,38 @@ def format_markdown(
     if speedups:
         lines += ["", "int8 speed-up in ONNX Runtime (fp32 over int8 batch-1 latency):"]
         lines += [f"- {model} ({size}px): {speedup:.2f}x" for (model, size), speedup in speedups.items()]
-    if training:
-        first = training[0]
+    for _, rows_of_model in itertools.groupby(training, key=lambda row: (row["model"], row["input_size"])):
+        group = list(rows_of_model)
+        row = group[0]
         lines += [
             "",
-            f"Training throughput ({first['model']}, {first['input_size']}px, batch {first['batch_size']}, "
-            f"{first['workers']} dataloader workers, threads: {first['threads']}, {first['steps']} timed steps):",
+            f"Training throughput ({row['model']}, {row['input_size']}px, batch {row['batch_size']}, {row['device']}, "
+            f"{row['precision']}, {row['workers']} dataloader workers, threads: {row['threads']}, "
+            f"{row['steps']} timed steps):",
             "",
-            "| loop | images/s | vs bare |",
-            "|---|---|---|",
+            "| loop | layout | images/s | data wait | vs bare step | vs bare loop |",
+            "|---|---|---|---|---|---|",
         ]
-        lines += [f"| {row['loop']} | {row['images_per_s']:.1f} | {row['vs_bare']:.2f}x |" for row in training]
+        lines += [
+            f"| {r['loop']} | {r['memory_format']} | {r['images_per_s']:.1f} | {_number(r['data_wait'], 2)} | "
+            f"{r['vs_step']:.2f}x | {_number(r['vs_loop'], 2, 'x')} |"
+            for r in group
+        ]
+    if loader:
+        lines += [
+            "",
+            f"Loader, one worker (this process, one thread), {loader[0]['images']} ImageNet-size JPEGs (500x375, q90):",
+            "",
+            "| pipeline | input | ms/image | images/s | vs PIL decode |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['pipeline']} | {r['input_size']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.0f} | "
+            f"{r['vs_decode']:.2f}x |"
+            for r in loader
+        ]
+    if limits:
+        lines += ["", *limits]
     return "\n".join(lines) + "\n"
 
 
@@ -517,16 +442,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--throughput-batch", type=int, default=None, help="default: the task's (32); 0 skips it")
     parser.add_argument("--throughput-repeats", type=int, default=5)
     parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each model's turn")
+    parser.add_argument("--inference", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--training", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per loop")
     parser.add_argument("--train-warmup", type=int, default=5, help="untimed first training steps per loop")
     parser.add_argument("--train-workers", type=int, default=2)
     parser.add_argument("--train-overrides", nargs="*", default=[], help="config overrides of the trained task")
+    parser.add_argument(
+        "--train-models", nargs="*", default=[], help="ALPHA@SIZE networks to train (default: the config's)"
+    )
+    parser.add_argument("--run-epochs", type=int, default=0, help="also time the run itself for N epochs")
+    parser.add_argument("--compile", action="store_true", help="also time Lightning's loop with trainer.compile")
+    parser.add_argument(
+        "--loader", action=argparse.BooleanOptionalAction, default=False, help="time the task's pipelines on JPEGs"
+    )
+    parser.add_argument("--loader-sizes", type=int, nargs="+", default=[224, 128])
+    parser.add_argument("--loader-images", type=int, default=64)
+    parser.add_argument("--loader-rounds", type=int, default=3)
     parser.add_argument("--out-dir", type=Path, default=None, help="default: outputs/bench/<time>")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of every path")
+    parser.add_argument("--gpu-check", action="store_true", help="training and loader on a GPU (module docstring)")
+    if "--gpu-check" in argv:
+        parser.set_defaults(**GPU_CHECK_DEFAULTS)
     if "--quick" in argv:
         parser.set_defaults(**QUICK_DEFAULTS)
     return parser.parse_args(argv)
+
+
+def model_overrides(models: Sequence[str]) -> list[list[str]]:
+    """``ALPHA@SIZE`` as config overrides, one list per network; no networks: the config's own."""
+    variants = []
+    for model in models:
+        alpha, _, size = model.partition("@")
+        try:
+            variants.append([f"backbone.alpha={float(alpha)}", f"backbone.resolution={int(size)}"])
+        except ValueError:
+            raise SystemExit(f"--train-models: {model!r} is not ALPHA@SIZE, e.g. 0.25@128") from None
+    return variants or [[]]
 
 
 def main(argv: Sequence[str]) -> None:
@@ -538,33 +490,52 @@ def main(argv: Sequence[str]) -> None:
     if unsupported := sorted(set(runtimes) - set(adapter.bench_runtimes)):
         raise SystemExit(f"--runtimes: a {task.name} model does not run in {unsupported}")
     sizes = [args.size] if args.size else [round(adapter.bench_native_size * rho) for rho in args.rho]
-    subjects, anchor = task_subjects(adapter, args.alpha, sizes, args.anchors)
     throughput_batch = adapter.bench_throughput_batch if args.throughput_batch is None else args.throughput_batch
     header = run_header(args.threads)
     print(header, flush=True)
-    rows = benchmark(
-        subjects,
-        runtimes,
-        args.threads,
-        args.repeats,
-        args.warmup,
-        args.rounds,
-        throughput_batch,
-        args.throughput_repeats,
-        args.settle,
-    )
-    if anchor:
-        add_anchor_ratios(rows, anchor)
-    training = []
+    rows, anchor = [], None
+    if args.inference:
+        subjects, anchor = task_subjects(adapter, args.alpha, sizes, args.anchors)
+        rows = benchmark(
+            subjects,
+            runtimes,
+            args.threads,
+            args.repeats,
+            args.warmup,
+            args.rounds,
+            throughput_batch,
+            args.throughput_repeats,
+            args.settle,
+        )
+        if anchor:
+            add_anchor_ratios(rows, anchor)
+    training, loader, limits = [], [], []
+    if args.loader:
+        for size in args.loader_sizes:
+            overrides = [*task_overrides, *args.train_overrides, f"backbone.resolution={size}"]
+            loader += loader_throughput(overrides, args.loader_images, args.loader_rounds)
     if args.training:
-        overrides = [*task_overrides, *args.train_overrides]
-        training = training_throughput(overrides, args.train_steps, args.train_warmup, args.train_workers)
+        for variant in model_overrides(args.train_models):
+            overrides = [*task_overrides, *args.train_overrides, *variant]
+            rows_here = training_throughput(
+                overrides, args.train_steps, args.train_warmup, args.train_workers, args.run_epochs, args.compile
+            )
+            training += rows_here
+            at_size = [row for row in loader if row["input_size"] == rows_here[0]["input_size"]]
+            if at_size:
+                limits.append(
+                    f"At {at_size[0]['input_size']}px: {limiting_part(at_size, rows_here, args.train_workers)}."
+                )
     out_dir = args.out_dir or Path("outputs") / "bench" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "bench.csv", rows, COLUMNS)
-    if training:
-        write_csv(out_dir / "training.csv", training, TRAINING_COLUMNS)
-    markdown = format_markdown(rows, training, anchor or "anchor", header)
+    for name, table, columns in (
+        ("bench.csv", rows, COLUMNS),
+        ("training.csv", training, TRAINING_COLUMNS),
+        ("loader.csv", loader, LOADER_COLUMNS),
+    ):
+        if table:
+            write_csv(out_dir / name, table, columns)
+    markdown = format_markdown(rows, training, loader, limits, anchor or "anchor", header)
     (out_dir / "bench.md").write_text(markdown)
     print(markdown)
     print(f"written to {out_dir}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -135,3 +137,65 @@ class ResumeState(pl.Callback):
         random.setstate((version, tuple(internal), gauss_next))
         for loader, loader_state in zip(self._resumable_loaders(trainer), state["train_loaders"], strict=False):
             loader.load_state_dict(loader_state)
+
+
+def batch_images(batch: Any) -> int:
+    """The number of images in a batch: its first tensor's or list's length, whatever the task's batch layout."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(first)
+
+
+class TrainingThroughput(pl.Callback):
+    """Images per second of each training epoch, validation excluded (from the epoch's start to its last batch,
+    waits for the loader included), logged as ``train/images_per_s``; ``epochs`` keeps every epoch's value for
+    ``metrics.json``."""
+
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self.images, self.start, self.end = 0, 0.0, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.images, self.start = 0, time.perf_counter()
+        self.end = self.start
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        self.images += batch_images(batch)
+        self.end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.images and self.end > self.start:
+            self.epochs.append(self.images / (self.end - self.start))
+            pl_module.log("train/images_per_s", self.epochs[-1], on_epoch=True)
+
+    @property
+    def median(self) -> float | None:
+        """Over the epochs after the first (which starts the loader's workers), or the first if it is the only one."""
+        timed = self.epochs[1:] or self.epochs
+        return statistics.median(timed) if timed else None
+
+
+class TrainingSpeed(pl.Callback):
+    """The trainer's speed keys, applied to the module before it runs: ``trainer.channels_last`` (the network's
+    weights and, through :attr:`TaskModule.memory_format <mnet_tasks.task_module.TaskModule.memory_format>`, its
+    input batches in the channels_last layout, which the depthwise and 1x1 convolutions run faster in on CPU and
+    GPU) and ``trainer.compile`` (``torch.compile`` of each network of the module, with these options; false: off).
+    """
+
+    def __init__(self, channels_last: bool = True, compile: bool | dict[str, Any] = False) -> None:
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"trainer.channels_last must be true or false, got {channels_last!r}")
+        if not isinstance(compile, (bool, dict)):
+            raise ValueError(
+                f"trainer.compile must be true, false or a mapping of torch.compile options, got {compile!r}"
+            )
+        self.channels_last, self.compile = channels_last, compile
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        pl_module.to(memory_format=memory_format)
+        pl_module.memory_format = memory_format
+        if self.compile is not False:
+            options = {} if self.compile is True else dict(self.compile)
+            for child in pl_module.children():  # the networks; metrics and losses hold no parameters
+                if next(child.parameters(), None) is not None:
+                    child.compile(**options)

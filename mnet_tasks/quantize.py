@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from mnet_tasks.config import ConfigError
 from mnet_tasks.data.bad_files import SkippingDataLoader
+from mnet_tasks.data.transforms import is_uint8_image, normalize_images
 from mnet_tasks.model_card import ModelCard
 from mnet_tasks.onnx_io import INPUT_NAME, onnx_session, set_metadata
 from mnet_tasks.trained import TrainedModel
@@ -97,6 +98,7 @@ def compare_accuracy(
     seen = 0
     for batch in loader:
         images, targets = adapter.images_and_targets(batch, card)
+        images = normalize_images(images, card.mean, card.std) if is_uint8_image(images) else images
         if max_images is not None:
             images, targets = images[: max_images - seen], targets[: max_images - seen]
         for name, session in sessions.items():

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mnet_tasks.callbacks import ResumeState, ValidationHistory
+from mnet_tasks.callbacks import ResumeState, TrainingSpeed, TrainingThroughput, ValidationHistory
 from mnet_tasks.checkpoints import load_checkpoint
 from mnet_tasks.config import ConfigError
 from mnet_tasks.cost import profile_model
@@ -129,6 +129,18 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in (group or {}).values() if entry and "_target_" in entry]
 
 
+# Keys of the trainer group that are not pl.Trainer's: they configure the TrainingSpeed callback.
+SPEED_KEYS = ("channels_last", "compile")
+
+
+def build_trainer(trainer: DictConfig, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
+    """``pl.Trainer`` from the ``trainer`` group, with :class:`~mnet_tasks.callbacks.TrainingSpeed` from its speed
+    keys (``channels_last``, ``compile``)."""
+    options = OmegaConf.to_container(trainer, resolve=True)
+    speed = TrainingSpeed(**{key: options.pop(key) for key in SPEED_KEYS if key in options})
+    return instantiate(options, callbacks=[*callbacks, speed], **overrides)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or evaluate) one job and write ``metrics.json`` in its output folder, whatever happens.
 
@@ -154,6 +166,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "epochs": 0,
         "checkpoint": None,
         "checkpoint_bytes": None,
+        "train_images_per_s": None,
         "commit": source_version(),
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "status": "running",
@@ -172,8 +185,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks = _instantiate_group(cfg.get("callbacks"))
         if not loggers:  # Lightning refuses a learning-rate monitor that has no logger to write to
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        extra = [history, ResumeState(), BadFileReport(output_dir)]  # BadFileReport: data_report.json, skipped files
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *extra], logger=loggers or False)
+        throughput = TrainingThroughput()
+        extra = [history, throughput, ResumeState(), BadFileReport(output_dir)]  # BadFileReport: data_report.json
+        trainer = build_trainer(cfg.trainer, [*callbacks, *extra], logger=loggers or False)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         record["dataset"] = datamodule.dataset_name
@@ -197,6 +211,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record["metrics"] = {"final": history.final, "best": history.best}
         record["best_epoch"] = history.best_epoch
         record["epochs"] = trainer.current_epoch
+        record["train_images_per_s"] = throughput.median
         if not cfg.train:
             record["checkpoint"] = str(cfg.ckpt_path)
         elif (saver := trainer.checkpoint_callback) is not None:
@@ -228,5 +243,7 @@ def summary(record: dict[str, Any]) -> str:
         if name in best and best[name] != final[name]:
             line += f"   (best epoch {record['best_epoch']}: {best[name]:.4f})"
         lines.append(line)
+    if record.get("train_images_per_s"):
+        lines.append(f"  training: {record['train_images_per_s']:.0f} images/s (median epoch, validation excluded)")
     lines.append(f"  run folder: {record['output_dir']}")
     return "\n".join(lines)

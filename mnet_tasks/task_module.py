@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -12,17 +13,22 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_utilities.core.apply_func import apply_to_collection
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.checkpoints import check_targets
+from mnet_tasks.data.transforms import is_uint8_image, normalize_images
 from mnet_tasks.distributed import any_rank
 from mnet_tasks.registry import CHECKPOINT_KEY, registered_name
 from mnet_tasks.weights import IMAGENET_NORMALIZE, load_pretrained
 
 log = logging.getLogger(__name__)
+# Lightning warns whenever a module defines on_after_batch_transfer and a DataModule is passed, though it then uses
+# the module's, as meant here (TaskModule.on_after_batch_transfer); the DataModules here define none.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 # Keys of the backbone group that set the input size rather than the network (see config.resolve_input_size).
 INPUT_SIZE_KEYS = ("rho", "resolution")
@@ -202,6 +208,8 @@ class TaskModule(pl.LightningModule):
     """
 
     adapter: ClassVar[Any] = None
+    # The layout prepare_images gives batches: the TrainingSpeed callback sets the network's (trainer.channels_last)
+    memory_format: torch.memory_format = torch.contiguous_format
     # task.nonfinite_loss and task.max_nonfinite_skips (set by set_nonfinite_loss): what a NaN/inf training loss does
     nonfinite_loss: str = "stop"
     max_nonfinite_skips: int = 10
@@ -222,6 +230,17 @@ class TaskModule(pl.LightningModule):
         if isinstance(max_nonfinite_skips, bool) or not isinstance(max_nonfinite_skips, int) or max_nonfinite_skips < 1:
             raise ValueError(f"task.max_nonfinite_skips must be an integer >= 1, got {max_nonfinite_skips!r}")
         self.nonfinite_loss, self.max_nonfinite_skips = nonfinite_loss, max_nonfinite_skips
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The loaders deliver images as uint8 (:mod:`mnet_tasks.data.transforms`); on the device, every uint8
+        ``(..., 3, H, W)`` tensor of the batch becomes the network's input here (:meth:`prepare_images`). Batches of
+        float images pass as they are. Loops that feed the module without a Trainer call this too."""
+        return apply_to_collection(batch, torch.Tensor, lambda t: self.prepare_images(t) if is_uint8_image(t) else t)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the network takes them: float, normalised by ``normalize``, in :attr:`memory_format`. A
+        task whose network normalises itself (detection) overrides it."""
+        return normalize_images(images, **self.normalize, memory_format=self.memory_format)
 
     def distinct_items(self, batch_idx: int, count: int) -> int:
         """How many of validation batch ``batch_idx``'s ``count`` items to evaluate: under DDP, Lightning's

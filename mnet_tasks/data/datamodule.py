@@ -19,8 +19,7 @@ from mnet_tasks.data.bad_files import BadFile, NotedSample, SkippedFiles, Skippi
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.data.resumable import loader_generator, resumable_loader
 from mnet_tasks.data.synthetic import SyntheticData
-from mnet_tasks.data.transforms import eval_transform, train_transform
-from mnet_tasks.weights import IMAGENET_NORMALIZE
+from mnet_tasks.data.transforms import eval_transform, train_decode_side, train_transform
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 MIN_IMAGE_SIZE = 32
@@ -44,8 +43,11 @@ def split_loader(
 ) -> DataLoader:
     """A split's DataLoader as every DataModule here builds it: shuffled (training) loaders resume mid-epoch from a
     checkpoint (:mod:`mnet_tasks.data.resumable`); every loader skips unreadable images
-    (:class:`~mnet_tasks.data.bad_files.SkippingDataLoader`) into ``datamodule.skipped_files``."""
+    (:class:`~mnet_tasks.data.bad_files.SkippingDataLoader`) into ``datamodule.skipped_files``. Batches go to a GPU
+    from pinned memory (the copy then overlaps the step)."""
+    trainer = datamodule.trainer
     options.update(
+        pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
         skipped=datamodule.skipped_files,
         split=split,
         batch_size=datamodule.batch_size,
@@ -64,8 +66,12 @@ class LabelledImageDataset(Dataset):
 
     ``problems`` counts what was dropped or changed while the samples were listed (``data_report.json``), and
     ``missing_files`` names the listed files found missing then, ``unused_files`` the files found beside the
-    data and left out (of another type, not in the lists), each with its reason.
+    data and left out (of another type, not in the lists), each with its reason. ``decode_side``: JPEGs are decoded
+    at a reduced scale keeping at least this shorter side (:func:`~mnet_tasks.data.images.read_rgb`); the
+    DataModule sets it on training sets.
     """
+
+    decode_side: int | None = None
 
     def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[..., dict]) -> None:
         self.samples = list(samples)
@@ -79,7 +85,7 @@ class LabelledImageDataset(Dataset):
 
     def load_image(self, index: int) -> np.ndarray:
         """The decoded ``HxWx3`` image of sample ``index``; a subclass may crop it before the transform."""
-        return read_rgb(self.samples[index][0])
+        return read_rgb(self.samples[index][0], self.decode_side)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadFile | NotedSample:
         try:
@@ -170,8 +176,8 @@ class FileDataModule(pl.LightningDataModule):
 
 class ImageDataModule(FileDataModule):
     """Image-level labels (classes, attributes, locations): the shared transforms (random-resized-crop training over
-    ``train_scale`` of the area, validation resizing to ``image_size / crop_pct`` and centre-cropping, both
-    normalising by ``normalize``'s ``mean`` and ``std``) and the class count the head needs. A subclass gives the
+    ``train_scale`` of the area, validation resizing to ``image_size / crop_pct`` and centre-cropping; uint8 images,
+    which the task module normalises on the device) and the class count the head needs. A subclass gives the
     class names and one split's dataset. ``options``: the arguments of :class:`FileDataModule`, as every subclass
     takes them too."""
 
@@ -181,7 +187,6 @@ class ImageDataModule(FileDataModule):
         image_size: int = 224,
         train_scale: Sequence[float] = (0.25, 1.0),
         crop_pct: float = 0.875,
-        normalize: Mapping[str, Sequence[float]] | None = None,
         **options: Any,
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
@@ -190,7 +195,6 @@ class ImageDataModule(FileDataModule):
         self.image_size = image_size
         self.train_scale = tuple(float(s) for s in train_scale)
         self.crop_pct = crop_pct
-        self.normalize = dict(normalize or IMAGENET_NORMALIZE)
 
     @property
     def class_names(self) -> list[str]:
@@ -211,15 +215,17 @@ class ImageDataModule(FileDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            augment = train_transform(self.image_size, scale=self.train_scale, **self.normalize)
+            augment = train_transform(self.image_size, scale=self.train_scale)
             augment.set_random_seed(int(torch.randint(2**31, ())))  # reproducible under seed_everything
             self.train_set = self.listed_dataset("train", augment)
+            self.train_set.decode_side = train_decode_side(self.image_size, self.train_scale)
         if self.val_set is None:
             self.val_set = self.listed_dataset("val", self.eval_transform(self.image_size))
 
     def eval_transform(self, image_size: int) -> Callable[..., dict]:
-        """The validation view at ``image_size``: resized, centre-cropped by ``crop_pct`` and normalised."""
-        return eval_transform(image_size, crop_pct=self.crop_pct, **self.normalize)
+        """The validation view at ``image_size``: resized and centre-cropped by ``crop_pct``, uint8 (decoded at full
+        size: the pixels are those an exported model's preprocessing gives)."""
+        return eval_transform(image_size, crop_pct=self.crop_pct)
 
     def listed_dataset(self, split: str, transform: Callable[..., dict]) -> LabelledImageDataset:
         """``build_dataset``, with the files it found missing recorded as skipped."""

@@ -6,21 +6,14 @@ import csv
 
 import pytest
 
-from mnet_tasks.bench import (
-    COLUMNS,
-    RUNTIMES,
-    TRAINING_COLUMNS,
-    Subject,
-    Timer,
-    main,
-    time_interleaved,
-)
+from mnet_tasks.bench import COLUMNS, RUNTIMES, Subject, Timer, main, model_overrides, time_interleaved
+from mnet_tasks.training_bench import LOADER_COLUMNS, TRAINING_COLUMNS
 
 
 def read_rows(path) -> list[dict[str, str]]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        assert tuple(reader.fieldnames) == COLUMNS or tuple(reader.fieldnames) == TRAINING_COLUMNS
+        assert tuple(reader.fieldnames) in (COLUMNS, TRAINING_COLUMNS, LOADER_COLUMNS)
         return list(reader)
 
 
@@ -42,16 +35,39 @@ def test_quick_mode_writes_every_column_for_every_model_and_runtime(tmp_path, da
         assert row["input_size"] == "64" and row["threads"] == "1"
     assert float(next(r for r in rows if r["model"] == ours)["madds"]) < float(rows[0]["madds"])
 
-    training = read_rows(tmp_path / "training.csv")
-    assert [row["loop"] for row in training] == ["lightning", "bare"]
-    assert all(row[column] != "" for row in training for column in TRAINING_COLUMNS)
-    bare = float(training[1]["images_per_s"])
-    assert float(training[0]["vs_bare"]) == pytest.approx(float(training[0]["images_per_s"]) / bare)
+    training = {row["loop"]: row for row in read_rows(tmp_path / "training.csv")}
+    assert list(training) == ["bare step", "bare step NCHW", "bare loop", "lightning", "run"]
+    assert all(float(row["images_per_s"]) > 0 and row["input_size"] == "64" for row in training.values())
+    assert [row["memory_format"] for row in training.values()] == ["channels_last", "NCHW", *["channels_last"] * 3]
+    step, loop = (float(training[name]["images_per_s"]) for name in ("bare step", "bare loop"))
+    for name, row in training.items():  # every ratio against the anchors of the same run
+        assert float(row["vs_step"]) == pytest.approx(float(row["images_per_s"]) / step)
+        expected = float(row["images_per_s"]) / loop if name in ("lightning", "run") else None
+        assert (float(row["vs_loop"]) if row["vs_loop"] else None) == pytest.approx(expected)
+    assert 0 <= float(training["bare loop"]["data_wait"]) < 1
+
+    loader = {row["pipeline"]: row for row in read_rows(tmp_path / "loader.csv")}
+    assert list(loader) == ["PIL decode (full size)", "train pipeline", "val pipeline"]
+    decode = float(loader["PIL decode (full size)"]["ms_per_image"])
+    for row in loader.values():
+        assert float(row["vs_decode"]) == pytest.approx(decode / float(row["ms_per_image"]))
+        assert float(row["images_per_s"]) == pytest.approx(1000 / float(row["ms_per_image"]))
 
     markdown = (tmp_path / "bench.md").read_text()
     assert markdown.count(f"| {ours} | 64 |") == len(RUNTIMES)
     assert f"- {ours} (64px): " in markdown  # its int8 speed-up
-    assert "| lightning |" in markdown and "| bare |" in markdown
+    assert "| lightning | channels_last |" in markdown and "| bare step | channels_last |" in markdown
+    assert "At 64px: 2 worker(s) x" in markdown and "limits a run" in markdown
+
+
+def test_train_models_become_overrides():
+    assert model_overrides([]) == [[]]
+    assert model_overrides(["1.0@224", "0.25@128"]) == [
+        ["backbone.alpha=1.0", "backbone.resolution=224"],
+        ["backbone.alpha=0.25", "backbone.resolution=128"],
+    ]
+    with pytest.raises(SystemExit, match="not ALPHA@SIZE"):
+        model_overrides(["0.25x128"])
 
 
 def test_timers_take_turns_within_each_round():
@@ -68,7 +84,7 @@ def test_timers_take_turns_within_each_round():
 
 @pytest.mark.slow
 def test_quick_mode_exports_and_quantizes_every_anchor(tmp_path):
-    main(["--quick", "--threads", "1", "--no-training", "--out-dir", str(tmp_path)])
+    main(["--quick", "--threads", "1", "--no-training", "--no-loader", "--out-dir", str(tmp_path)])
     rows = read_rows(tmp_path / "bench.csv")
     models = ["timm_mobilenetv1_100", "torchvision_mobilenet_v2", "torchvision_mobilenet_v3_large"]
     assert [row["model"] for row in rows] == [m for m in [*models, "mnet_tasks MobileNetV1 a=0.25"] for _ in RUNTIMES]

@@ -79,6 +79,7 @@ def test_fast_dev_run_in_process_writes_metrics_json(tmp_path, quick):
     assert saved["params"] == sum(p.numel() for p in build_task(cfg, num_classes=4).parameters())
     assert 0 < saved["madds"] < 41e6 * (64 / 224) ** 2 * 1.1
     assert set(saved["metrics"]["final"]) == {"val/loss", "val/top1", "val/top5"}
+    assert saved["train_images_per_s"] > 0  # the training phase, validation excluded
 
 
 def test_bad_data_root_names_the_path_and_key(tmp_path, quick):

@@ -3,7 +3,6 @@ weights ``backbone.pretrained`` names, and records them for export and for runs 
 
 from __future__ import annotations
 
-import albumentations as A
 import pytest
 import timm
 import torch
@@ -30,8 +29,9 @@ TASKS = {
 }
 
 
-def normalisations(transform: A.Compose) -> list[dict[str, list[float]]]:
-    return [{"mean": list(t.mean), "std": list(t.std)} for t in transform.transforms if isinstance(t, A.Normalize)]
+def first_images(loader) -> torch.Tensor | list[torch.Tensor]:
+    batch = next(iter(loader))
+    return batch["image"] if isinstance(batch, dict) else batch[0]
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -54,12 +54,16 @@ def test_timm_named_weights_bring_their_mean_and_std_to_the_data_and_the_model(t
     datamodule.setup("fit")
     module = build_task(cfg, **datamodule.head_kwargs())
     assert module.normalize == HALF and module.hparams.normalize == HALF  # recorded in the checkpoint
-    if task.startswith("detection"):  # the detectors normalise [0, 1] images themselves
-        transform = module.detector.transform
-        assert (transform.image_mean, transform.image_std) == (HALF["mean"], HALF["std"])
-    else:
-        for dataset in (datamodule.train_set, datamodule.val_set):
-            assert normalisations(dataset.transform) == [HALF]
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):
+        images = first_images(loader)  # uint8 out of the loader, made the network's input on the device
+        prepared = module.on_after_batch_transfer((images, None), 0)[0]
+        if task.startswith("detection"):  # [0, 1] images: the detectors normalise themselves
+            transform = module.detector.transform
+            assert (transform.image_mean, transform.image_std) == (HALF["mean"], HALF["std"])
+            torch.testing.assert_close(prepared[0], images[0].float() / 255)
+        else:
+            assert images.dtype == torch.uint8 and prepared.dtype == torch.float32
+            torch.testing.assert_close(prepared, images.float() / 255 * 2 - 1)  # (x - 0.5) / 0.5
 
     # a checkpoint of this run carries them on: into its export's card, and into a run that starts from it
     checkpoint = tmp_path / "run.ckpt"

@@ -224,7 +224,8 @@ class AttributeTask(TaskModule):
             outputs = torch.empty(len(loader.dataset), len(self.attribute_names))
             quiet = self.trainer.progress_bar_callback is None
             for batch in tqdm(loader, desc=f"teacher outputs ({split})", unit="batch", disable=quiet):
-                outputs[batch["index"]] = self.teacher(batch["image"].to(self.device), self.normalize).cpu()
+                images = self.prepare_images(batch["image"].to(self.device))
+                outputs[batch["index"]] = self.teacher(images, self.normalize).cpu()
             cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".partial-{os.getpid()}")
             torch.save(outputs, partial)

@@ -1,7 +1,7 @@
 """COCO detection data: ``<root>/annotations/instances_<split>.json`` and ``<root>/<split>/<file_name>``.
 
 The same loader serves real COCO (``data.root``) and the built-in synthetic shapes in the COCO layout. Samples are
-``(image, target)``: a ``[0, 1]`` float CHW tensor and ``{"boxes": (N, 4) xyxy pixels, "labels": (N,) contiguous
+``(image, target)``: a uint8 CHW tensor and ``{"boxes": (N, 4) xyxy pixels, "labels": (N,) contiguous
 1..K, "image_id", "orig_size": (height, width)}``, torchvision's detection contract.
 """
 

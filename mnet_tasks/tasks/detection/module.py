@@ -118,6 +118,10 @@ class DetectionTask(TaskModule):
     def backbone_body(self) -> list[nn.Module]:
         return self.backbone_modules
 
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images to ``[0, 1]`` floats: the detector normalises and batches them itself."""
+        return images.to(torch.float32).div_(255.0)
+
     def forward(self, images: list[torch.Tensor] | torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections per image (eval mode): ``boxes`` xyxy in input pixels, ``labels`` 1..K, ``scores``."""
         return self.detector(images)

@@ -1,4 +1,5 @@
-"""The detection pipeline: bbox-safe augmentation to a ``[0, 1]`` float tensor (the detectors normalise)."""
+"""The detection pipeline: bbox-safe augmentation to a uint8 CHW tensor (the task module makes it ``[0, 1]`` float
+on the device, the detectors normalise)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 from albumentations.pytorch import ToTensorV2
+
+from mnet_tasks.data.transforms import ColorTwist
 
 # The TF Object Detection API's ssd_random_crop: one of these minimum covered fractions (of some box) is drawn per
 # image, and it is also the share of its area a box must keep to stay in the crop.
@@ -92,7 +95,7 @@ def detection_transform(
     zoom_scale: Sequence[float] = (0.3, 1.0),
     min_visibility: float = 0.3,
 ) -> A.Compose:
-    """Bbox-safe detection pipeline to a ``[0, 1]`` float CHW tensor; the detectors normalise themselves.
+    """Bbox-safe detection pipeline to a uint8 CHW tensor; the detectors normalise themselves.
 
     Boxes are ``pascal_voc`` (x0, y0, x1, y1 pixels) with a ``labels`` field. ``square`` (SSD): resize to
     ``image_size``, in training after the ``crop``: ``zoom``, with probability ``zoom_prob``, a random crop of
@@ -116,8 +119,8 @@ def detection_transform(
     if train:
         steps.append(A.HorizontalFlip(p=0.5))
         if color_jitter:
-            steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8))
-    steps += [A.ToFloat(max_value=255.0), ToTensorV2()]
+            steps.append(ColorTwist(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8))
+    steps.append(ToTensorV2())
     boxes = A.BboxParams(
         format="pascal_voc",
         label_fields=["labels"],

@@ -188,7 +188,10 @@ class GeoDataset(Dataset):
     """``(image, location, cell labels)``: the transformed image, its ``(2,)`` float64 latitude/longitude, and
     its ``(heads,)`` int64 cell index in each partition (-1 where it falls in no kept cell); a
     :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read. ``problems`` and
-    ``missing_files``: what listing it found (as :class:`~mnet_tasks.data.datamodule.LabelledImageDataset`'s)."""
+    ``missing_files``: what listing it found, ``decode_side`` how small a JPEG may be decoded (as
+    :class:`~mnet_tasks.data.datamodule.LabelledImageDataset`'s)."""
+
+    decode_side: int | None = None
 
     def __init__(self, images: Sequence[str], locations: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
         self.images = list(images)
@@ -204,7 +207,7 @@ class GeoDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadFile | NotedSample:
         try:
-            image = read_rgb(self.images[index])
+            image = read_rgb(self.images[index], self.decode_side)
         except ImageReadError as error:
             return BadFile.from_error(error)
         sample = self.transform(image=image)["image"], self.locations[index], self.labels[index]

@@ -186,21 +186,22 @@ def test_read_rgb_errors_name_the_file(tmp_path: Path, make) -> None:
 # --- transforms ---------------------------------------------------------------------------------
 
 
-def test_transforms_give_normalised_chw_float_tensors() -> None:
+def test_transforms_give_uint8_chw_tensors() -> None:
     image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     for transform in (train_transform(32), eval_transform(32)):
         tensor = transform(image=image)["image"]
         assert isinstance(tensor, torch.Tensor)
-        assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.float32
+        assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8
 
 
-def test_eval_transform_is_deterministic_and_normalises() -> None:
+def test_eval_transform_is_deterministic_and_normalises_when_given_mean_and_std() -> None:
     image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     transform = eval_transform(32)
     assert torch.equal(transform(image=image)["image"], transform(image=image)["image"])
 
     flat = np.full((40, 60, 3), (255, 0, 128), dtype=np.uint8)
-    tensor = transform(image=flat)["image"]
+    assert eval_transform(32)(image=flat)["image"][:, 0, 0].tolist() == [255, 0, 128]
+    tensor = eval_transform(32, mean=IMAGENET_MEAN, std=IMAGENET_STD)(image=flat)["image"]
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     expected = (torch.tensor([255.0, 0.0, 128.0]) / 255 - mean) / std
     assert torch.allclose(tensor.mean(dim=(1, 2)), expected, atol=1e-4)
@@ -222,7 +223,7 @@ def test_datamodule_on_synthetic_data(shapes_root: Path) -> None:
 
     data.setup("fit")
     images, labels = next(iter(data.train_dataloader()))
-    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8  # the task module normalises
     assert labels.dtype == torch.long and labels.min() >= 0 and labels.max() < 4
     assert len(data.train_dataloader().dataset) == 4 * 6
     assert sum(len(batch[1]) for batch in data.val_dataloader()) == 4 * 3
