@@ -90,3 +90,25 @@ def test_quick_mode_exports_and_quantizes_every_anchor(tmp_path):
     assert [row["model"] for row in rows] == [m for m in [*models, "mnet_tasks MobileNetV1 a=0.25"] for _ in RUNTIMES]
     assert all(float(row["latency_ms"]) > 0 for row in rows)
     assert not (tmp_path / "training.csv").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_with_compile_both_ways(tmp_path, data_dir, monkeypatch):
+    """The GPU check's every path (loader, loops, torch.compile) on this CPU: the script is tested where no GPU is."""
+    monkeypatch.setenv("MNET_DATA_DIR", str(data_dir))
+    tiny = [
+        "trainer=cpu",
+        "data.synthetic.num_classes=4",
+        "data.synthetic.train_per_class=8",
+        "data.synthetic.val_per_class=2",
+        "data.synthetic.image_size=48",
+        "data.batch_size=8",
+    ]
+    small = ["--train-models", "0.25@64", "--train-steps", "2", "--train-warmup", "1", "--train-workers", "1"]
+    loader = ["--loader-sizes", "64", "--loader-images", "4", "--loader-rounds", "1"]
+    main(["--gpu-check", "--train-overrides", *tiny, *small, *loader, "--out-dir", str(tmp_path)])
+    training = {row["loop"]: row for row in read_rows(tmp_path / "training.csv")}
+    assert list(training) == ["bare step", "bare step NCHW", "bare loop", "lightning", "lightning + compile"]
+    assert all(float(row["images_per_s"]) > 0 for row in training.values())
+    assert not (tmp_path / "bench.csv").exists()  # no inference tables in the GPU check
+    assert "data wait" in (tmp_path / "bench.md").read_text()

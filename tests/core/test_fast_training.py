@@ -26,8 +26,8 @@ from mnet_tasks.data.transforms import (
     train_decode_side,
 )
 from mnet_tasks.run import build_trainer
-from mnet_tasks.training_bench import write_photos
 from mnet_tasks.task_module import build_task
+from mnet_tasks.training_bench import write_photos
 
 RNG = np.random.default_rng(0)
 
