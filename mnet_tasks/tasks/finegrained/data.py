@@ -26,6 +26,7 @@ from scipy.io.matlab import MatReadError
 
 from mnet_tasks.data.bad_files import BadFile
 from mnet_tasks.data.datamodule import ImageDataModule, LabelledImageDataset
+from mnet_tasks.data.images import read_rgb
 from mnet_tasks.tasks.classification.data import list_classes
 from mnet_tasks.tasks.finegrained.synthetic import BREED_IMAGES
 
@@ -208,10 +209,10 @@ class SplitListDataset(LabelledImageDataset):
         return boxes
 
     def load_image(self, index: int) -> np.ndarray:
-        image = super().load_image(index)
         box = self.boxes[index] if self.boxes is not None else None
         if box is None:
-            return image
+            return super().load_image(index)
+        image = read_rgb(self.samples[index][0])  # at full size, not decode_side's: the box is in the file's pixels
         height, width = image.shape[:2]
         left, top = max(0, box[0]), max(0, box[1])
         right, bottom = min(width, box[2]), min(height, box[3])

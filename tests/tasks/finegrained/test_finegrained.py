@@ -229,6 +229,9 @@ def test_crop_to_box_crops_to_the_annotation(dogs_root: Path, caplog) -> None:
     # VOC box (5, 3)-(24, 20), 1-based and inclusive: 20 x 18 pixels; the image without annotation stays whole
     assert shapes == [(18, 20, 3), (18, 20, 3), (18, 20, 3), (30, 40, 3)]
     assert "1 of 4 images keep their whole frame" in caplog.text and "n02085620_2" in caplog.text
+    data.train_set.decode_side = 10  # would decode these JPEGs at half size: boxed images stay at full size
+    reduced = [data.train_set.load_image(i).shape for i in range(len(data.train_set))]
+    assert reduced == [(18, 20, 3), (18, 20, 3), (18, 20, 3), (15, 20, 3)]
 
 
 # --- synthetic breeds -----------------------------------------------------------------------------
