@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from PIL import Image
 from torch import nn
 
@@ -204,8 +205,6 @@ def training_throughput(
 
         def prepare_on(module: nn.Module) -> Callable[[Any], Any]:
             def prepare(batch: Any) -> Any:
-                from lightning_fabric.utilities.apply_func import move_data_to_device
-
                 return module.on_after_batch_transfer(move_data_to_device(batch, device), 0)
 
             return prepare
