@@ -1,7 +1,8 @@
 """How a task's trained model is rebuilt, exported, run, scored and read: its :class:`TaskAdapter`.
 
 The base adapter serves a network of classifier heads (logits and probabilities per head): a task class uses it
-unless it names another as ``adapter`` (detection's returns boxes, attributes' score each attribute).
+unless it names another as ``adapter`` (detection's returns boxes, attributes' score each attribute). It also says
+how a loader's batch is shown by the dataset browser (:meth:`TaskAdapter.browse_samples`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +28,18 @@ PRESENT_THRESHOLD = 0.5  # a sigmoid head's label is predicted present at this p
 
 # A model as a runtime runs it: its input tensor in, its outputs in the card's order out.
 RunExported = Callable[[torch.Tensor], Sequence[np.ndarray]]
+
+
+@dataclass
+class BrowseSample:
+    """One sample as the model receives it, for the dataset browser (``python -m mnet_tasks.browse``): the loader's
+    ``(3, H, W)`` image (uint8, or float normalised by the config's ``normalize``), the caption lines under it, and
+    boxes ``(N, 4)`` x0, y0, x1, y1 in its pixels with their ``box_labels``."""
+
+    image: torch.Tensor
+    caption: list[str]
+    boxes: torch.Tensor | None = None
+    box_labels: list[str] = field(default_factory=list)
 
 
 class TaskAdapter:
@@ -190,6 +204,17 @@ class TaskAdapter:
         """Predict's ``compare_with``: every record of ``images`` against every one of the other folder, for tasks
         whose outputs compare (embeddings); written to ``output_dir`` and returned."""
         raise ConfigError("compare_with: this task's predictions do not compare images with each other")
+
+    def browse_samples(self, batch: Any, datamodule: Any) -> list[BrowseSample]:
+        """A loader's batch as the dataset browser shows it, labels named with what ``datamodule`` knows: here
+        ``(images, class indices)``, each class named by the DataModule's ``class_names`` where it has them (the
+        built-in ones do), else by its index."""
+        images, labels = batch
+        names = getattr(datamodule, "class_names", None)
+        return [
+            BrowseSample(image, [names[label] if names else f"class {label}"])
+            for image, label in zip(images, labels.tolist(), strict=True)
+        ]
 
 
 class TaskForward(nn.Module):

@@ -256,12 +256,14 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _create_mobilenet_v1(variant: str, alpha: float, pretrained: bool = False, **kwargs) -> MobileNetV1:
+def _create_mobilenet_v1(variant: str, variant_alpha: float, pretrained: bool = False, **kwargs) -> MobileNetV1:
+    """The variant's width unless ``kwargs`` set another ``alpha``: a model folder of a width without a name of its
+    own (``python -m mnet_tasks.export format=hf``) is built by the nearest variant with its ``model_args``."""
+    kwargs.setdefault("alpha", variant_alpha)
     return build_model_with_cfg(
         MobileNetV1,
         variant,
         pretrained,
-        alpha=alpha,
         pretrained_filter_fn=_timm_pretrained_filter,
         feature_cfg=dict(feature_cls="getter"),
         **kwargs,

@@ -36,13 +36,9 @@ import csv
 import functools
 import itertools
 import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,12 +46,12 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from torch import nn
 
 from mnet_tasks.adapter import TaskAdapter, adapter_of
 from mnet_tasks.config import compose_config
 from mnet_tasks.cost import profile_model
 from mnet_tasks.registry import task_class_of_target
+from mnet_tasks.timing import Subject, Timer, cpu_name, eager_call, time_interleaved
 from mnet_tasks.training_bench import (
     LOADER_COLUMNS,
     TRAINING_COLUMNS,
@@ -119,28 +115,6 @@ GPU_CHECK_DEFAULTS = dict(
 )
 
 
-@dataclass
-class Subject:
-    """One model at one input size; ``build`` gives a fresh instance, which is timed with its BatchNorm folded
-    into the convolutions if ``fold_bn`` (our models, as predict and export run them)."""
-
-    name: str
-    build: Callable[[], nn.Module]
-    input_size: int
-    adapter: TaskAdapter
-    alpha: float | None = None
-    rho: float | None = None
-    fold_bn: bool = False
-    params: int = 0
-    madds: int = 0
-
-    def runnable(self) -> nn.Module:
-        from mnet_tasks.trained import fold_batchnorm
-
-        model = self.build().eval()
-        return fold_batchnorm(model) if self.fold_bn else model
-
-
 def task_subjects(
     adapter: TaskAdapter, alphas: Sequence[float], sizes: Sequence[int], anchors: Sequence[str] | None
 ) -> tuple[list[Subject], str | None]:
@@ -158,60 +132,6 @@ def task_subjects(
             build = functools.partial(adapter.bench_model, alpha, size)
             subjects.append(Subject(adapter.bench_name(alpha, size), build, size, adapter, alpha, rho, fold_bn=True))
     return subjects, next(iter(anchors), None)
-
-
-# --- timing ---
-
-
-@dataclass
-class Timer:
-    """Repeated calls of one prepared inference; ``times`` collects seconds per call."""
-
-    subject: Subject
-    runtime: str
-    batch: int
-    call: Callable[[], Any]
-    times: list[float] = field(default_factory=list)
-
-    def median_s(self) -> float:
-        return statistics.median(self.times)
-
-
-def time_interleaved(timers: Sequence[Timer], warmup: int, rounds: int, per_round: int, settle_s: float = 0.0) -> None:
-    """Warm every timer up, then in each round time ``per_round`` calls of every timer in turn.
-
-    Each turn starts with a pause of ``settle_s``, in which the worker threads the previous runtime left spinning
-    (ONNX Runtime's and OpenMP's wait busily for more work) go to sleep; measured here, without it a session timed
-    right after another ONNX Runtime session ran 2x slower. At batch 1 the turn then makes one untimed call, which
-    brings the model back into the caches the other models used.
-
-    Hand-written rather than ``torch.utils.benchmark.Timer``: that times one statement's runs back to back (no
-    turns across subjects, no pause between runtimes) and sets its own thread count for torch only, not for ONNX
-    Runtime, while the bench compares both at one ``--threads``.
-    """
-    for timer in timers:
-        for _ in range(warmup):
-            timer.call()
-    for _ in range(rounds):
-        for timer in timers:
-            time.sleep(settle_s)
-            if timer.batch == 1:
-                timer.call()
-            for _ in range(per_round):
-                start = time.perf_counter()
-                timer.call()
-                timer.times.append(time.perf_counter() - start)
-
-
-def eager_call(model: nn.Module, images: torch.Tensor, memory_format: torch.memory_format) -> Callable[[], Any]:
-    model = model.to(memory_format=memory_format)
-    images = images.contiguous(memory_format=memory_format)
-
-    def call() -> Any:
-        with torch.inference_mode():
-            return model(images)
-
-    return call
 
 
 def prepared_onnx_call(session: Any, images: torch.Tensor) -> Callable[[], Any]:
@@ -408,14 +328,7 @@ def run_header(threads: int) -> str:
     import onnxruntime
     import torchvision
 
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    cpu = cpu_name()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
         f"{datetime.now():%Y-%m-%d %H:%M}, {cpu}, {os.cpu_count()} CPUs, "

@@ -1,8 +1,8 @@
 """Export a trained checkpoint for deployment, with a parity check against PyTorch.
 
-``python -m mnet_tasks.export ckpt_path=<checkpoint> [format=onnx|torchscript] [int8=true] [overrides]`` rebuilds
+``python -m mnet_tasks.export ckpt_path=<checkpoint> [format=onnx|torchscript|hf] [int8=true] [overrides]`` rebuilds
 the network of the task class the checkpoint records from its saved hyper-parameters, folds BatchNorm into the
-convolutions and writes, beside the checkpoint in ``export/``:
+convolutions and writes, beside the checkpoint in ``export/`` (or ``output_dir``):
 
 - ``<name>.onnx`` (ONNX Runtime) or ``<name>.pt`` (TorchScript), with the model card (preprocessing, outputs
   and their labels) in its metadata. Classifier heads (classification, fine-grained, attributes,
@@ -10,13 +10,18 @@ convolutions and writes, beside the checkpoint in ``export/``:
   every head out. Detection (ONNX): one image of any size in, boxes, labels and scores out, NMS in the graph
   (its task's adapter);
 - ``<name>.safetensors``: the weights as trained (loadable as ``backbone.pretrained``), the card in its header;
+- ``<name>_hf/`` with ``format=hf``, instead of the model and weights above: a timm / Hugging Face model folder
+  (``config.json``, ``model.safetensors`` with BatchNorm unfolded, a ``README.md`` model card) that
+  ``timm.create_model("local-dir:<folder>", pretrained=True)`` loads, for a network that is one MobileNetV1
+  classifier (classification, fine-grained); see :mod:`mnet_tasks.hf_export`;
 - ``<name>.int8.onnx`` with ``int8=true``: ONNX Runtime static quantization (:mod:`mnet_tasks.quantize`);
-- ``<name>.export.json``: what was written, the parity check (max abs difference of every output between the
-  checkpoint in PyTorch and the exported model, on random images at another batch size than the traced one;
-  for detection, the differences of paired detections on images of several sizes)
-  and, with int8, the accuracy change on the validation split.
+- ``<name>.export.json`` (``<name>_hf.export.json``): what was written, the parity check (max abs difference of
+  every output between the checkpoint in PyTorch and the exported model, on random images at another batch size
+  than the traced one; for detection, the differences of paired detections on images of several sizes; for hf,
+  the folder as timm loads it) and, with int8, the accuracy change on the validation split.
 
-The data config (``data.*``, the task's data by default) gives the preprocessing and the int8 calibration images.
+The data config (``data.*``, the task's data by default) gives the preprocessing, the int8 calibration images and,
+for hf, the class names where the checkpoint does not record them.
 
 Command line: Hydra overrides on ``conf/export.yaml``, composed in-process rather than by ``@hydra.main``: the
 checkpoint's task config is chosen before the user's overrides (``compose_for_checkpoint``), and no run folder is
@@ -40,13 +45,14 @@ from torch import nn
 
 from mnet_tasks.adapter import RunExported
 from mnet_tasks.config import ConfigError
+from mnet_tasks.hf_export import WEIGHTS_FILE, hub_classifier, write_hub_folder, write_model_card
 from mnet_tasks.model_card import CARD_KEY, ModelCard
 from mnet_tasks.onnx_io import TRACED_BATCH, onnx_call, onnx_session
 from mnet_tasks.trained import TrainedModel, compose_for_checkpoint, load_trained, validation_crop
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "hf": "_hf"}  # what the model's name adds to the checkpoint's
 TORCHSCRIPT_CARD_FILE = f"{CARD_KEY}.json"
 
 
@@ -107,7 +113,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("int8=true quantizes the ONNX model: use format=onnx")
     trained = load_trained(cfg.ckpt_path, validation_crop(cfg))
     card, adapter = trained.card, trained.adapter
-    if cfg.format not in adapter.formats:
+    if cfg.format == "hf":
+        backbone = hub_classifier(trained)  # the network is one timm classifier, or a ConfigError says why not
+    elif cfg.format not in adapter.formats:
         raise ConfigError(f"format={cfg.format}: a {card.task} model exports to {', '.join(adapter.formats)}")
     if cfg.int8 and not adapter.supports_int8:
         raise ConfigError(f"int8=true: int8 quantization does not cover {card.task} models yet")
@@ -116,13 +124,19 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     stem = Path(cfg.ckpt_path).stem
     model_path = output_dir / f"{stem}{FORMATS[cfg.format]}"
 
-    network = trained.network()
-    if cfg.format == "onnx":
-        adapter.export_onnx(network, model_path, card.input_size, card)
-        run_exported = onnx_call(onnx_session(model_path))
+    if cfg.format == "hf":
+        hub_model = write_hub_folder(cfg, trained, backbone, model_path)
+        run_exported = torch_call(adapter.inference_network(hub_model, card))
+        weights_path = model_path / WEIGHTS_FILE
     else:
-        export_torchscript(network, model_path, card.input_size, card)
-        run_exported = torch_call(load_torchscript(model_path)[0])
+        network = trained.network()
+        if cfg.format == "onnx":
+            adapter.export_onnx(network, model_path, card.input_size, card)
+            run_exported = onnx_call(onnx_session(model_path))
+        else:
+            export_torchscript(network, model_path, card.input_size, card)
+            run_exported = torch_call(load_torchscript(model_path)[0])
+        weights_path = save_weights(trained, output_dir / f"{stem}.safetensors")
 
     differences = parity(trained, run_exported, cfg.parity.batch_size)
     defaults = {name: adapter.parity_atol.get(name, cfg.parity.atol) for name in differences}
@@ -131,7 +145,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(cfg.ckpt_path),
         "format": cfg.format,
         "model": str(model_path),
-        "weights": str(save_weights(trained, output_dir / f"{stem}.safetensors")),
+        "weights": str(weights_path),
         "card": json.loads(card.to_json()),
         "parity": {
             "reference": "the checkpoint in PyTorch (BatchNorm unfolded, NCHW)",
@@ -141,7 +155,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             "passed": all(differences[name] <= tolerances[name] for name in differences),
         },
     }
-    report_path = output_dir / f"{stem}.export.json"
+    report_path = output_dir / f"{model_path.stem}.export.json"
+    if report["parity"]["passed"] and cfg.format == "hf":
+        report["hf"] = write_model_card(cfg, trained, backbone, model_path, hub_model, report["parity"])
     if report["parity"]["passed"] and cfg.int8:
         from mnet_tasks.quantize import quantize_trained
 
@@ -163,6 +179,12 @@ def summary(report: dict[str, Any]) -> str:
         f"  weights: {report['weights']}",
         f"  parity with PyTorch at batch {report['parity']['batch_size']}, max abs diff: {differences}",
     ]
+    if hf := report.get("hf"):
+        loading = "with import mnet_tasks first" if hf["needs_mnet_tasks"] else "with timm alone"
+        lines.append(
+            f"  timm architecture {hf['architecture']}, loaded {loading}: "
+            f'timm.create_model("local-dir:{report["model"]}", pretrained=True)'
+        )
     if int8 := report.get("int8"):
         accuracy = int8["accuracy"]
         lines += [

@@ -34,7 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from omegaconf import OmegaConf
 
@@ -130,8 +130,8 @@ def describe_model(job: JobResult) -> tuple[str, str]:
     return " ".join(parts), " ".join(experiments)
 
 
-def row_from_job(job: JobResult) -> dict[str, Any]:
-    """One leaderboard row from a completed run."""
+def row_from_job(job: JobResult, run: str | None = None) -> dict[str, Any]:
+    """One leaderboard row from a completed run, named ``run`` (default: :func:`run_path` of its folder)."""
     record = job.record
     model, reference = describe_model(job)
     checkpoint = record.get("checkpoint")
@@ -152,7 +152,7 @@ def row_from_job(job: JobResult) -> dict[str, Any]:
         "epochs": record.get("epochs"),
         "commit": record.get("commit"),
         "date": record.get("date"),
-        "run": run_path(job.folder),
+        "run": run if run is not None else run_path(job.folder),
     }
 
 
@@ -240,7 +240,7 @@ def measure_latency(rows: Sequence[dict[str, Any]], checkpoints: dict[str, str],
     """Fill ``latency_ms`` of the rows whose checkpoint rebuilds; the others are named in the log."""
     import torch
 
-    from mnet_tasks.bench import Subject, Timer, eager_call, time_interleaved
+    from mnet_tasks.timing import Subject, Timer, eager_call, time_interleaved
     from mnet_tasks.trained import load_trained
 
     timers = {}
@@ -394,9 +394,9 @@ def short_label(row: dict[str, Any]) -> str:
     return row["model"]
 
 
-def render_plot(task: str, rows: Sequence[dict[str, Any]], path: Path) -> None:
+def render_plot(task: str, rows: Sequence[dict[str, Any]], path: Path | BinaryIO) -> None:
     """Primary metric against MAdds and against parameters (log axes); one colour per source, dataset and split,
-    our rows filled, the paper's hollow."""
+    our rows filled, the paper's hollow. Saved as a PNG to ``path``, a file or a binary stream (a page embeds it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,7 +437,7 @@ def render_plot(task: str, rows: Sequence[dict[str, Any]], path: Path) -> None:
     axes[1].legend(fontsize=7, loc="best")
     figure.suptitle(f"{task}: {monitor} against cost (our runs filled, the paper's rows hollow)", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
     plt.close(figure)
 
 

@@ -23,6 +23,7 @@ from mnet_tasks.config import ConfigError
 from mnet_tasks.cost import profile_model
 from mnet_tasks.data.bad_files import BadFileReport
 from mnet_tasks.registry import RegistryError, task_class_of_target
+from mnet_tasks.report import write_run_report
 from mnet_tasks.task_module import NONFINITE_LOSS_ACTIONS, TaskModule, build_task
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def validate_config(cfg: DictConfig) -> None:
     configured_task_class(cfg).check_config(cfg)
     if cfg.task.get("nonfinite_loss", "stop") not in NONFINITE_LOSS_ACTIONS:
         raise ConfigError(f"task.nonfinite_loss must be stop or skip, got {cfg.task.nonfinite_loss!r}")
+    if not isinstance(cfg.task.get("error_analysis", True), bool):
+        raise ConfigError(f"task.error_analysis must be true or false, got {cfg.task.error_analysis!r}")
     if cfg.ckpt_path is None and not cfg.train:
         raise ConfigError("train=false evaluates a checkpoint: set ckpt_path=/path/to/checkpoint.ckpt")
     if cfg.ckpt_path is not None:
@@ -141,10 +144,23 @@ def build_trainer(trainer: DictConfig, callbacks: list[pl.Callback], **overrides
     return instantiate(options, callbacks=[*callbacks, speed], **overrides)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or evaluate) one job and write ``metrics.json`` in its output folder, whatever happens.
+def write_report_or_warn(output_dir: Path, cfg: DictConfig) -> str | None:
+    """The run's ``report.html``, or None: a report that fails is a warning, never the run's error or result."""
+    try:
+        path = write_run_report(output_dir, cfg)
+    except Exception:
+        log.warning("no report written in %s", output_dir, exc_info=True)
+        return None
+    log.info("wrote %s", path)
+    return str(path)
 
-    Returns the metrics.json record. Errors are re-raised after the record says ``status: failed``.
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or evaluate) one job and write ``metrics.json`` in its output folder, whatever happens, then its
+    ``report.html`` when ``report`` is on.
+
+    Returns the metrics.json record (with ``report``, the page's path, when one was written). Errors are re-raised
+    after the record says ``status: failed``.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +245,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if rank_zero_only.rank == 0:  # under DDP every process runs this job; the folder is the job's
             (output_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
             log.info("wrote %s (status %s)", output_dir / "metrics.json", record["status"])
+            if cfg.get("report", False):
+                record["report"] = write_report_or_warn(output_dir, cfg)
 
 
 def summary(record: dict[str, Any]) -> str:
@@ -246,4 +264,6 @@ def summary(record: dict[str, Any]) -> str:
     if record.get("train_images_per_s"):
         lines.append(f"  training: {record['train_images_per_s']:.0f} images/s (median epoch, validation excluded)")
     lines.append(f"  run folder: {record['output_dir']}")
+    if record.get("report"):
+        lines.append(f"  report: {record['report']}")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 The Hydra callback :class:`SweepSummary` (registered in ``conf/hydra/default.yaml``) writes
 ``<sweep dir>/summary.csv`` when a multirun ends, whatever the launcher (local, joblib, submitit) or sweeper
-(basic, Optuna). ``python -m mnet_tasks.sweeps FOLDER ...`` does the same after the fact for any folder of runs:
-a sweep that crashed, cluster jobs, or several sweeps at once.
+(basic, Optuna), and with the config's ``report: true`` the sweep's page beside it (``report.html``,
+:mod:`mnet_tasks.report`). ``python -m mnet_tasks.sweeps FOLDER ...`` writes summary.csv after the fact for any
+folder of runs: a sweep that crashed, cluster jobs, or several sweeps at once.
 
 Columns: ``job`` (the job folder, relative to the summarised folder), ``status`` (``completed``, ``failed``,
 ``running`` when a job was killed before it could say more, ``missing`` when a job folder has no metrics.json),
@@ -154,12 +155,17 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)  # resolved once: the folder name holds the start time
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def finished_sweep(self, config: DictConfig) -> Path | None:
+        """The sweep folder at the end of a multirun (None, with a warning, when no job made it)."""
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            log.warning("no sweep folder at %s: no %s written", sweep_dir, SUMMARY_NAME)
-            return
-        print(f"sweep summary: {write_summary(sweep_dir)}")
+        if sweep_dir.is_dir():
+            return sweep_dir
+        log.warning("no sweep folder at %s: nothing written for this sweep", sweep_dir)
+        return None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if sweep_dir := self.finished_sweep(config):
+            print(f"sweep summary: {write_summary(sweep_dir)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

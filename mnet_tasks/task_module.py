@@ -20,6 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.checkpoints import check_targets
+from mnet_tasks.config import ConfigError
 from mnet_tasks.data.transforms import is_uint8_image, normalize_images
 from mnet_tasks.distributed import any_rank
 from mnet_tasks.registry import CHECKPOINT_KEY, registered_name
@@ -170,8 +171,9 @@ class FinetuneOptions:
 
 
 NONFINITE_LOSS_ACTIONS = ("stop", "skip")
-# Keys of the task config that set how it trains, not what it builds (TaskModule.set_nonfinite_loss).
-TRAINING_POLICY_KEYS = ("nonfinite_loss", "max_nonfinite_skips")
+# Keys of the task config that set how it trains and reports, not what it builds: build_task applies them
+# (TaskModule.set_nonfinite_loss, TaskModule.set_error_analysis), so that no task's __init__ needs to accept them.
+TRAINING_POLICY_KEYS = ("nonfinite_loss", "max_nonfinite_skips", "error_analysis")
 
 
 def _checks_loss(training_step: Callable[..., Any]) -> Callable[..., Any]:
@@ -213,6 +215,8 @@ class TaskModule(pl.LightningModule):
     # task.nonfinite_loss and task.max_nonfinite_skips (set by set_nonfinite_loss): what a NaN/inf training loss does
     nonfinite_loss: str = "stop"
     max_nonfinite_skips: int = 10
+    # task.error_analysis (set by set_error_analysis): whether validation writes the pictures and tables of its errors
+    error_analysis: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every task's ``training_step`` has its loss checked (:meth:`check_loss`)."""
@@ -230,6 +234,14 @@ class TaskModule(pl.LightningModule):
         if isinstance(max_nonfinite_skips, bool) or not isinstance(max_nonfinite_skips, int) or max_nonfinite_skips < 1:
             raise ValueError(f"task.max_nonfinite_skips must be an integer >= 1, got {max_nonfinite_skips!r}")
         self.nonfinite_loss, self.max_nonfinite_skips = nonfinite_loss, max_nonfinite_skips
+
+    def set_error_analysis(self, enabled: bool = True) -> None:
+        """Whether every validation epoch (but the sanity check) collects the task's mistakes and writes their
+        pictures and tables to ``analysis/`` in the run folder (:mod:`mnet_tasks.analysis`); off, nothing is
+        collected."""
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"task.error_analysis must be true or false, got {enabled!r}")
+        self.error_analysis = enabled
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """The loaders deliver images as uint8 (:mod:`mnet_tasks.data.transforms`); on the device, every uint8
@@ -382,5 +394,6 @@ def build_task(cfg: DictConfig, **data_kwargs: Any) -> TaskModule:
     task = OmegaConf.to_container(cfg.task, resolve=True)
     policy = {key: task.pop(key) for key in TRAINING_POLICY_KEYS if key in task}
     module = instantiate(task, _recursive_=False, _convert_="all", **data_kwargs)
+    module.set_error_analysis(policy.pop("error_analysis", True))
     module.set_nonfinite_loss(**policy)
     return module

@@ -10,6 +10,7 @@ import json
 import logging
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ log = logging.getLogger(__name__)
 TIMM_PREFIX = "timm:"
 # Without pretrained weights (or with a file that records none), images are normalised by ImageNet's statistics.
 IMAGENET_NORMALIZE = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-# timm's mobilenetv1_* (an EfficientNet-family model) names layers by stage and block:
-#   conv_stem / bn1                      -> stem.conv / stem.bn
-#   blocks.S.B.conv_dw / bn1             -> blocks.i.dw.conv / .bn    (i = position of (S, B) in order)
-#   blocks.S.B.conv_pw / bn2             -> blocks.i.pw.conv / .bn
-_TIMM_STEM = {"conv_stem": "stem.conv", "bn1": "stem.bn"}
+# timm's mobilenetv1_* (an EfficientNet-family model) names layers by stage and block. One table, read both ways
+# (timm -> ours to load timm's weights, ours -> timm to export a model under timm's own architecture name):
+#   conv_stem / bn1                      <-> stem.conv / stem.bn
+#   blocks.S.B.conv_dw / bn1             <-> blocks.i.dw.conv / .bn    (i = position of (S, B) in order)
+#   blocks.S.B.conv_pw / bn2             <-> blocks.i.pw.conv / .bn
+#   classifier                           <-> classifier
+_TIMM_TOP = {"conv_stem": "stem.conv", "bn1": "stem.bn", "classifier": "classifier"}
 _TIMM_BLOCK_PART = {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "pw.conv", "bn2": "pw.bn"}
 _TIMM_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(\d+)\.(conv_dw|bn1|conv_pw|bn2)\.(\w+)$")
 
@@ -36,22 +39,43 @@ def is_timm_mobilenetv1_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
     return "conv_stem.weight" in state_dict and any(k.endswith("conv_dw.weight") for k in state_dict)
 
 
+def timm_module_names(positions: Sequence[tuple[int, int]]) -> dict[str, str]:
+    """timm's module names to :class:`MobileNetV1`'s, for a network whose blocks sit at timm's ``(stage, block)``
+    ``positions``, in order."""
+    names = dict(_TIMM_TOP)
+    for index, (stage, block) in enumerate(positions):
+        names.update(
+            {f"blocks.{stage}.{block}.{part}": f"blocks.{index}.{ours}" for part, ours in _TIMM_BLOCK_PART.items()}
+        )
+    return names
+
+
+def rename_modules(state_dict: dict[str, torch.Tensor], names: dict[str, str], error: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` with each key's module renamed by ``names`` (tensors are shared); ``error`` ends the message
+    for a key with no counterpart."""
+    renamed = {}
+    for key, value in state_dict.items():
+        module, leaf = key.rsplit(".", 1)
+        if module not in names:
+            raise KeyError(f"state_dict key {key!r} has no counterpart {error}")
+        renamed[f"{names[module]}.{leaf}"] = value
+    return renamed
+
+
 def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a timm ``mobilenetv1_*`` state_dict to :class:`MobileNetV1`'s names (tensors are shared)."""
     positions = sorted({tuple(map(int, m.group(1, 2))) for k in state_dict if (m := _TIMM_BLOCK_KEY.match(k))})
-    block_index = {stage_block: i for i, stage_block in enumerate(positions)}
-    converted = {}
-    for key, value in state_dict.items():
-        if match := _TIMM_BLOCK_KEY.match(key):
-            stage, block, part, leaf = match.groups()
-            converted[f"blocks.{block_index[int(stage), int(block)]}.{_TIMM_BLOCK_PART[part]}.{leaf}"] = value
-        elif (head := key.split(".", 1)[0]) in _TIMM_STEM:
-            converted[f"{_TIMM_STEM[head]}.{key.split('.', 1)[1]}"] = value
-        elif key.startswith("classifier."):
-            converted[key] = value
-        else:
-            raise KeyError(f"timm state_dict key {key!r} has no counterpart in MobileNetV1 (not a mobilenetv1_*?)")
-    return converted
+    return rename_modules(state_dict, timm_module_names(positions), "in MobileNetV1 (not a timm mobilenetv1_*?)")
+
+
+def timm_named_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A separable :class:`MobileNetV1`'s state_dict in timm's ``mobilenetv1_*`` names (the inverse of
+    :func:`convert_timm_state_dict`): timm's stages end where the model's ``feature_info`` stages do."""
+    positions: list[tuple[int, int]] = []
+    for stage, end in enumerate(model.stage_ends):
+        positions += [(stage, block) for block in range(end + 1 - len(positions))]
+    ours_to_timm = {ours: theirs for theirs, ours in timm_module_names(positions).items()}
+    return rename_modules(model.state_dict(), ours_to_timm, "in timm's mobilenetv1_* (separable blocks only)")
 
 
 # What torch.load raises for a file its weights-only unpickler refuses (or cannot parse).

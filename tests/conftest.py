@@ -27,6 +27,8 @@ QUICK = [
     "data.batch_size=16",
     "data.num_workers=0",
     "trainer.enable_progress_bar=false",
+    "task.error_analysis=false",  # the tests of the analysis switch it on
+    "report=false",  # report.html costs about 0.3 s a run; tests/core/test_report.py switches it on
 ]
 
 
@@ -37,6 +39,8 @@ TINY_RUN = [
     "data.num_workers=0",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
+    "task.error_analysis=false",
+    "report=false",
 ]
 
 
@@ -162,6 +166,8 @@ def shapes_run(tmp_path_factory, data_dir: Path, learning_seed: int) -> tuple[di
             "trainer.enable_progress_bar=false",
             "callbacks.lr_monitor=null",
             "logger=none",
+            "task.error_analysis=false",
+            "report=false",
             f"seed={learning_seed}",
             f"paths.data_dir={data_dir}",
             f"paths.output_dir={output_dir}",

@@ -35,6 +35,7 @@ from mnet_tasks.run import run
             "unlabeled images, which need a teacher: set task.teacher.checkpoint",
         ),
         (["task.nonfinite_loss=ignore"], "task.nonfinite_loss must be stop or skip, got 'ignore'"),
+        (["task.error_analysis=sometimes"], "task.error_analysis must be true or false, got 'sometimes'"),
     ],
 )
 def test_wrong_values_fail_naming_the_key_before_any_data(tmp_path, overrides, message) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnet_tasks.adapter import PRESENT_THRESHOLD, TaskAdapter
+from mnet_tasks.adapter import PRESENT_THRESHOLD, BrowseSample, TaskAdapter
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.task_module import TaskModule
 
@@ -38,3 +38,13 @@ class AttributesAdapter(TaskAdapter):
 
     def decisions(self, probabilities: np.ndarray) -> np.ndarray:
         return probabilities >= PRESENT_THRESHOLD
+
+    def browse_samples(self, batch: Any, datamodule: Any) -> list[BrowseSample]:
+        """Each face with the names of its present attributes (``unlabeled`` for a face without labels)."""
+        names = datamodule.head_kwargs()["attribute_names"]
+        samples = []
+        for image, target, labeled in zip(batch["image"], batch["target"], batch["labeled"].tolist(), strict=True):
+            present = [name for name, value in zip(names, target.tolist(), strict=True) if value == 1]
+            caption = (", ".join(present) or "no attribute present") if labeled else "unlabeled"
+            samples.append(BrowseSample(image, [caption]))
+        return samples

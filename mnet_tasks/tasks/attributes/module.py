@@ -32,6 +32,7 @@ from torchmetrics.classification import MultilabelAccuracy, MultilabelAveragePre
 from torchmetrics.utilities.data import dim_zero_cat
 from tqdm import tqdm
 
+from mnet_tasks.analysis import ranked_bars, save_analysis, writes_analysis
 from mnet_tasks.config import ConfigError
 from mnet_tasks.task_module import TaskModule, build_backbone
 from mnet_tasks.tasks.attributes.adapter import AttributesAdapter
@@ -120,7 +121,8 @@ class AttributeTask(TaskModule):
     Logs ``val/map`` (mean over attributes of the average precision, the paper's metric; attributes without a
     positive validation image are left out, with a warning), ``val/mean_accuracy`` (at probability 0.5),
     ``val/loss`` (BCE against the labels) and, with a teacher, ``{train,val}/emulation_ce`` and ``val/teacher_map``.
-    Each validation appends the per-attribute table to ``attribute_ap.csv`` in the run folder.
+    Each validation appends the per-attribute table to ``attribute_ap.csv`` in the run folder and, with
+    ``task.error_analysis``, draws it (``analysis/attribute_ap.png``, its rows in ``analysis/attribute_ap.csv``).
 
     Args:
         attribute_names: the data's attributes (from the DataModule), in output order.
@@ -306,13 +308,37 @@ class AttributeTask(TaskModule):
             self.teacher_map.compute()
         if self.trainer.is_global_zero:
             self._append_ap_table()
+        if writes_analysis(self):
+            self._save_ap_bars()
 
-    def _append_ap_table(self) -> None:
-        """One row per attribute and validation: AP, positive rate (the AP of chance) and the teacher's AP."""
-        path = Path(self.trainer.default_root_dir) / AP_TABLE
+    def _ap_columns(self) -> dict[str, torch.Tensor]:
+        """Per attribute: AP, positive rate (the AP of chance) and the teacher's AP, as this validation computed."""
         columns = {"ap": self.val_map.per_attribute, "positive_rate": self.val_map.positive_rate}
         if self.teacher_map is not None:
             columns["teacher_ap"] = self.teacher_map.per_attribute
+        return columns
+
+    def _save_ap_bars(self) -> None:
+        """The attributes by AP, the mean (``val/map``) marked, with chance and the teacher beside them."""
+        names = self.attribute_names
+        columns = {key: dict(zip(names, values.tolist(), strict=True)) for key, values in self._ap_columns().items()}
+        markers = {"chance (positive rate)": columns["positive_rate"]}
+        if "teacher_ap" in columns:
+            markers["teacher"] = columns["teacher_ap"]
+        figure = ranked_bars(
+            columns["ap"],
+            xlabel="average precision",
+            title=f"{self.hparams.name}, epoch {self.current_epoch}: average precision per attribute",
+            mean=float(self.val_map.per_attribute.nanmean()),
+            markers=markers,
+        )
+        table = [{"attribute": name, **{key: values[name] for key, values in columns.items()}} for name in names]
+        save_analysis(self, {"attribute_ap": figure}, {"attribute_ap": table})
+
+    def _append_ap_table(self) -> None:
+        """One row per attribute and validation, into the run's history of them."""
+        path = Path(self.trainer.default_root_dir) / AP_TABLE
+        columns = self._ap_columns()
         new_file = not path.is_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", newline="") as file:

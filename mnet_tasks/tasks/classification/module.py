@@ -10,7 +10,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnet_tasks.analysis import collects_analysis, label_names, save_analysis
 from mnet_tasks.task_module import TaskModule, build_backbone
+from mnet_tasks.tasks.classification.analysis import ClassificationErrors, error_analysis
 
 
 def accuracy_metrics(num_classes: int, mean_class_accuracy: bool = False) -> MetricCollection:
@@ -26,7 +28,9 @@ def accuracy_metrics(num_classes: int, mean_class_accuracy: bool = False) -> Met
 
 
 class ClassificationTask(TaskModule):
-    """MobileNetV1 with its classifier sized to the data; logs ``{train,val}/{loss,top1,top5}``.
+    """MobileNetV1 with its classifier sized to the data; logs ``{train,val}/{loss,top1,top5}``. With
+    ``task.error_analysis``, each validation writes the confusion matrix, the most confused pairs and the most
+    confident mistakes to ``analysis/`` (:mod:`mnet_tasks.tasks.classification.analysis`).
 
     Fine-grained recognition is this module with ``mean_class_accuracy`` on and ``finetune`` options (see
     :class:`~mnet_tasks.task_module.FinetuneOptions`) for a backbone from ``backbone.pretrained``.
@@ -64,6 +68,7 @@ class ClassificationTask(TaskModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_metrics = accuracy_metrics(num_classes, mean_class_accuracy).clone(prefix="train/")
         self.val_metrics = accuracy_metrics(num_classes, mean_class_accuracy).clone(prefix="val/")
+        self.errors: ClassificationErrors | None = None  # this validation epoch's, when analysed
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
@@ -86,3 +91,18 @@ class ClassificationTask(TaskModule):
         self.val_metrics.update(logits, labels)
         self.log("val/loss", self.criterion(logits, labels), sync_dist=True)
         self.log_dict(self.val_metrics, prog_bar=True)
+        if self.errors is not None:
+            self.errors.update(images, logits, labels)
+
+    def on_validation_epoch_start(self) -> None:
+        analysed = collects_analysis(self)
+        num_classes = self.backbone.num_classes
+        self.errors = ClassificationErrors(num_classes, **self.normalize, device=self.device) if analysed else None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.errors is None:
+            return
+        counts, mistakes = self.errors.gathered()
+        if self.trainer.is_global_zero:
+            save_analysis(self, *error_analysis(counts, mistakes, label_names(self, self.backbone.num_classes)))
+        self.errors = None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnet_tasks.adapter import RunExported, TaskAdapter
+from mnet_tasks.adapter import BrowseSample, RunExported, TaskAdapter
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.onnx_io import write_card
 from mnet_tasks.task_module import TaskModule
@@ -205,6 +205,17 @@ class DetectionAdapter(TaskAdapter):
                 "scores": torch.tensor([d["score"] for d in found]),
             }
             draw_detections(image, detections, names, min_score=0.0).save(folder / f"{Path(record['image']).stem}.png")
+
+    def browse_samples(self, batch: Any, datamodule: Any) -> list[BrowseSample]:
+        """Each image with its target boxes, named by the DataModule's categories (labels 1..K)."""
+        images, targets = batch
+        names = datamodule.head_kwargs()["category_names"]
+        samples = []
+        for image, target in zip(images, targets, strict=True):
+            labels = target["labels"].tolist()
+            caption = f"image {int(target['image_id'])}: {len(labels)} {'box' if len(labels) == 1 else 'boxes'}"
+            samples.append(BrowseSample(image, [caption], target["boxes"], [names[label - 1] for label in labels]))
+        return samples
 
 
 @torch.no_grad()

@@ -1,14 +1,20 @@
-"""Pictures of detections: boxes with class names and scores drawn on the input images."""
+"""Pictures of detections: boxes with class names and scores drawn on the input images; a missed object among
+them; precision-recall curves."""
 
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
-from PIL import Image
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import draw_bounding_boxes
+
+MIN_SCORE = 0.3  # detections scoring less are not drawn
+LEGEND_CATEGORIES = 20  # precision-recall curves are named in a legend up to this many categories
 
 
 def label_color(label: int) -> tuple[int, int, int]:
@@ -18,7 +24,7 @@ def label_color(label: int) -> tuple[int, int, int]:
 
 
 def draw_detections(
-    image: torch.Tensor, detections: dict[str, torch.Tensor], names: Sequence[str], min_score: float = 0.3
+    image: torch.Tensor, detections: dict[str, torch.Tensor], names: Sequence[str], min_score: float = MIN_SCORE
 ) -> Image.Image:
     """``image`` is a ``[0, 1]`` CHW tensor; boxes scoring below ``min_score`` are left out. Drawn by torchvision's
     ``draw_bounding_boxes``, with one colour per class in every picture."""
@@ -37,17 +43,39 @@ def draw_detections(
     return to_pil_image(drawn)
 
 
-def tile(pictures: Sequence[Image.Image], columns: int = 4) -> Image.Image:
-    """Pictures of any sizes on one sheet, row by row."""
-    rows = [pictures[i : i + columns] for i in range(0, len(pictures), columns)]
-    width = max(sum(p.width for p in row) for row in rows)
-    height = sum(max(p.height for p in row) for row in rows)
-    sheet = Image.new("RGB", (width, height), (32, 32, 32))
-    y = 0
-    for row in rows:
-        x = 0
-        for picture in row:
-            sheet.paste(picture, (x, y))
-            x += picture.width
-        y += max(p.height for p in row)
-    return sheet
+def draw_miss(
+    image: torch.Tensor, missed: Sequence[float], detections: Sequence[tuple[Sequence[float], int]]
+) -> Image.Image:
+    """``image`` (uint8 CHW) with a missed ground-truth box (xyxy) drawn thick in red over the image's detections,
+    ``(xyxy box, label)`` pairs drawn thin and faint in their class colours, to show what was found instead."""
+    picture = to_pil_image(image).convert("RGBA")
+    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for box, label in detections:
+        draw.rectangle(list(box), outline=(*label_color(label), 130), width=1)
+    draw.rectangle(list(missed), outline=(255, 30, 30, 255), width=3)
+    return Image.alpha_composite(picture, overlay).convert("RGB")
+
+
+def pr_curves_figure(curves: Mapping[float, tuple[np.ndarray, Mapping[str, np.ndarray]]], title: str = "") -> Figure:
+    """One panel per IoU threshold: precision against recall per category (thin; named up to
+    ``LEGEND_CATEGORIES``), and their mean over the categories (thick), whose average over recall is the AP there.
+    ``curves`` maps each IoU to ``(recall thresholds, {category: precision})``
+    (:func:`~mnet_tasks.tasks.detection.coco_eval.precision_recall`)."""
+    figure = Figure(figsize=(5.5 * len(curves), 5), dpi=100)
+    for position, (iou, (recall, per_category)) in enumerate(curves.items(), start=1):
+        axes = figure.add_subplot(1, len(curves), position)
+        named = len(per_category) <= LEGEND_CATEGORIES
+        for name, precision in per_category.items():
+            axes.plot(recall, precision, linewidth=1.0, alpha=0.8 if named else 0.35, label=name if named else None)
+        if per_category:
+            mean = np.mean(list(per_category.values()), axis=0)
+            axes.plot(recall, mean, color="black", linewidth=2.2, label=f"mean (AP {mean.mean():.3f})")
+            axes.legend(loc="best", fontsize=7)
+        axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+        axes.set_title(f"IoU {iou:g}: {len(per_category)} categories", fontsize=10)
+        axes.grid(True, color="0.85", linewidth=0.6)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

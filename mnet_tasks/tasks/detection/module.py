@@ -9,18 +9,29 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import TensorBoardLogger
+from PIL import Image
+from pycocotools.cocoeval import COCOeval
 from torch import nn
 
+from mnet_tasks.analysis import Picture, captioned, log_picture, ranked_bars, save_analysis, tile, writes_analysis
 from mnet_tasks.config import ConfigError
+from mnet_tasks.data.bad_files import BadFile
 from mnet_tasks.distributed import gather_objects
 from mnet_tasks.task_module import TaskModule, build_backbone
 from mnet_tasks.tasks.detection.adapter import DetectionAdapter
-from mnet_tasks.tasks.detection.coco_eval import CategoryMap, coco_evaluate, to_coco_results
-from mnet_tasks.tasks.detection.draw import draw_detections, tile
+from mnet_tasks.tasks.detection.coco_eval import (
+    CategoryMap,
+    coco_stats,
+    evaluate_boxes,
+    missed_ground_truth,
+    per_category_ap,
+    precision_recall,
+    to_coco_results,
+    to_input_box,
+)
+from mnet_tasks.tasks.detection.draw import MIN_SCORE, draw_detections, draw_miss, pr_curves_figure
 from mnet_tasks.tasks.detection.faster_rcnn import build_faster_rcnn
 from mnet_tasks.tasks.detection.ssd import SSD_FEATURE_INDICES, build_ssd
 
@@ -33,6 +44,7 @@ DETECTORS = {
 SET_BY_THE_TASK = {"body", "num_classes", "image_size", "normalize"}
 # Logged on the progress bar; every COCOeval number is logged as val/<name>.
 PROGRESS_BAR_METRICS = ("map", "map_50")
+LARGEST_MISSES = 8  # missed ground-truth boxes drawn by the error analysis
 
 
 def detector_options(detector: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -58,6 +70,10 @@ class DetectionTask(TaskModule):
         pictures: how many validation images to draw with their detections each epoch.
         finetune: ``task.finetune``, acting on the detector's MobileNetV1 (e.g. ``freeze_bn``, the TF API's frozen
             BatchNorm for Faster-RCNN).
+
+    With ``task.error_analysis``, each validation also writes, from COCOeval's own arrays, the AP of every
+    category (``analysis/per_category_ap.{png,csv}``), their precision-recall curves (``pr_curves.png``) and the
+    largest ground-truth boxes no detection found (``largest_misses.png``).
     """
 
     adapter = DetectionAdapter()
@@ -169,12 +185,15 @@ class DetectionTask(TaskModule):
             raise RuntimeError(f"{len(image_ids) - len(set(image_ids))} validation images were evaluated twice")
         results = [r for part in gather_objects(self._results) for r in part]
         ground_truth = self.trainer.val_dataloaders.dataset.coco
-        stats = coco_evaluate(ground_truth, results, set(image_ids))
+        evaluator = evaluate_boxes(ground_truth, results, set(image_ids))
+        stats = coco_stats(evaluator)
         for name, value in stats.items():
             self.log(f"val/{name}", value, prog_bar=name in PROGRESS_BAR_METRICS)
         self.log("val/images", float(len(image_ids)))  # evaluated, over all processes
         if not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._save_outputs(results)
+        if writes_analysis(self):
+            self._save_analysis(evaluator, stats["map"], results)
         self._results, self._image_ids, self._examples = [], [], []
 
     def _save_outputs(self, results: list[dict]) -> None:
@@ -187,6 +206,55 @@ class DetectionTask(TaskModule):
         pictures = run_dir / "pictures"
         pictures.mkdir(parents=True, exist_ok=True)
         sheet.save(pictures / f"detections_epoch{self.current_epoch:03d}.png")
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/detections", np.asarray(sheet), self.global_step, dataformats="HWC")
+        log_picture(self, "val/detections", sheet)
+
+    def _save_analysis(self, evaluator: COCOeval, mean_ap: float, results: list[dict]) -> None:
+        """The AP of every category, their precision-recall curves and the largest misses, into ``analysis/``."""
+        rows = per_category_ap(evaluator)
+        scored = [row for row in rows if row["gt_boxes"]]
+        epoch = f"{self.hparams.name}, epoch {self.current_epoch}"
+        pictures: dict[str, Picture] = {
+            "per_category_ap": ranked_bars(
+                {row["category"]: row["ap"] for row in scored},
+                xlabel="AP@[.5:.95]",
+                title=f"{epoch}: AP per category (area all, 100 detections per image)",
+                mean=mean_ap,
+                markers={"AP50": {row["category"]: row["ap50"] for row in scored}},
+            ),
+            "pr_curves": pr_curves_figure(
+                {iou: precision_recall(evaluator, iou) for iou in (0.5, 0.75)}, f"{epoch}: precision-recall"
+            ),
+        }
+        if (misses := self._largest_misses(evaluator, results)) is not None:
+            pictures["largest_misses"] = misses
+        save_analysis(self, pictures, {"per_category_ap": rows})
+
+    def _largest_misses(self, evaluator: COCOeval, results: list[dict]) -> Image.Image | None:
+        """The largest ground-truth boxes no detection matched at IoU 0.5, each on its image as the network saw
+        it (reloaded from the validation set), over that image's detections."""
+        missed = missed_ground_truth(evaluator)[:LARGEST_MISSES]
+        dataset = self.trainer.val_dataloaders.dataset
+        index = {record.image_id: i for i, record in enumerate(dataset.records)}
+        wanted = {annotation["image_id"] for annotation in missed}
+        found: dict[int, list[dict]] = {image_id: [] for image_id in wanted}
+        for result in results:
+            if result["image_id"] in wanted and result["score"] >= MIN_SCORE:
+                found[result["image_id"]].append(result)
+        pictures = []
+        for annotation in missed:
+            sample = dataset[index[annotation["image_id"]]]
+            if isinstance(sample, BadFile):  # unreadable since it was evaluated
+                continue
+            image, target = sample
+            height, width = target["orig_size"].tolist()
+            scale = (image.shape[-1] / width, image.shape[-2] / height)
+            detections = [
+                (to_input_box(r["bbox"], scale), self.categories.to_label(r["category_id"]))
+                for r in found[annotation["image_id"]]
+            ]
+            drawing = draw_miss(image, to_input_box(annotation["bbox"], scale), detections)
+            name = self.category_names[self.categories.to_label(annotation["category_id"]) - 1]
+            width_px, height_px = annotation["bbox"][2:]
+            caption = f"missed {name}, {width_px:.0f}×{height_px:.0f} px (image {annotation['image_id']})"
+            pictures.append(captioned(drawing, caption))
+        return tile(pictures) if pictures else None

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnet_tasks.adapter import TaskAdapter
+from mnet_tasks.adapter import BrowseSample, TaskAdapter
 from mnet_tasks.backbone import MobileNetV1
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.task_module import TaskModule
@@ -137,3 +137,15 @@ class FaceEmbeddingAdapter(TaskAdapter):
             writer.writeheader()
             writer.writerows(rows)
         return rows
+
+    def browse_samples(self, batch: Any, datamodule: Any) -> list[BrowseSample]:
+        """Each face with its person: a training identity's folder name (``unlabeled`` for identity -1), or for a
+        validation photo (whose batch carries its ``index`` among the pair lists' photos) the LFW name and photo
+        number."""
+        if "index" in batch:
+            photos = datamodule.photos()
+            captions = [f"{photos[index][0]} #{photos[index][1]}" for index in batch["index"].tolist()]
+        else:
+            names = datamodule.class_names
+            captions = [names[identity] if identity >= 0 else "unlabeled" for identity in batch["identity"].tolist()]
+        return [BrowseSample(image, [caption]) for image, caption in zip(batch["image"], captions, strict=True)]

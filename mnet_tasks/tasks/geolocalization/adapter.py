@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnet_tasks.adapter import TaskAdapter
+from mnet_tasks.adapter import BrowseSample, TaskAdapter
 from mnet_tasks.model_card import Head, ModelCard
 from mnet_tasks.tasks.geolocalization.cells import Partition, write_partitions
 
@@ -51,3 +51,15 @@ class GeolocalizationAdapter(TaskAdapter):
     def score(self, probabilities: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         inside = targets >= 0
         return float((probabilities[inside].argmax(1) == targets[inside]).sum()), int(inside.sum())
+
+    def browse_samples(self, batch: Any, datamodule: Any) -> list[BrowseSample]:
+        """Each photo with its latitude and longitude, and its cell token in every head's partition."""
+        images, locations, labels = batch
+        partitions = datamodule.head_kwargs()["partitions"]
+        samples = []
+        for image, (latitude, longitude), cells in zip(images, locations.tolist(), labels.tolist(), strict=True):
+            caption = [f"{latitude:.3f}, {longitude:.3f}"]
+            for partition, cell in zip(partitions, cells, strict=True):
+                caption.append(f"{partition['name']}: {partition['tokens'][cell] if cell >= 0 else 'no cell'}")
+            samples.append(BrowseSample(image, caption))
+        return samples

@@ -7,17 +7,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
+from torchmetrics.utilities import dim_zero_cat
 
+from mnet_tasks.analysis import collects_analysis, save_analysis
+from mnet_tasks.distributed import gather_objects
 from mnet_tasks.task_module import TaskModule, build_backbone
 from mnet_tasks.tasks.geolocalization.adapter import GeolocalizationAdapter
 from mnet_tasks.tasks.geolocalization.cells import Partition, describe
 from mnet_tasks.tasks.geolocalization.distance import great_circle_km
 from mnet_tasks.tasks.geolocalization.metrics import IM2GPS_SCALES_KM, geo_metrics, scale_name
-from mnet_tasks.tasks.geolocalization.plot import plot_locations
+from mnet_tasks.tasks.geolocalization.plot import error_cdf_figure, plot_locations, within_shares
 
 PREDICTIONS = ("top_cell", "hierarchy")
 PLOT_FOLDER = "geolocation"
@@ -43,6 +47,9 @@ class GeolocalizationTask(TaskModule):
         predict_head: the head whose cells give the location; null: the one with the most cells (the finest).
         label_smoothing: of the cross-entropy of every head; the loss is the sum over heads.
         plot_points: validation photos drawn in the per-evaluation picture (the first ones of the split).
+
+    With ``task.error_analysis``, each validation also writes the error's cumulative distribution with the
+    ``distance_scales_km`` marked (``analysis/error_cdf.png``, its shares at the scales in ``error_cdf.csv``).
     """
 
     adapter = GeolocalizationAdapter()
@@ -191,6 +198,23 @@ class GeolocalizationTask(TaskModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking and self._plotted:
             self._save_picture()
+        if collects_analysis(self):
+            # Every photo's error, as the median metric holds them (the val/acc_* metrics count the same ones).
+            stored = self.val_metrics["median_km"].distances
+            local = dim_zero_cat(stored).cpu() if len(stored) else torch.zeros(0, dtype=torch.float64)
+            distances = torch.cat(gather_objects(local)).numpy()
+            if self.trainer.is_global_zero and len(distances):
+                self._save_error_cdf(distances)
+
+    def _save_error_cdf(self, distances: np.ndarray) -> None:
+        scales = self.hparams.distance_scales_km
+        shares = within_shares(distances, scales)
+        title = f"{self.hparams.name}, epoch {self.current_epoch}: error of {len(distances)} validation photos"
+        table = [
+            {"scale_km": scale, "metric": f"val/{scale_name(scale)}", "share_within": share}
+            for scale, share in zip(scales, shares.tolist(), strict=True)
+        ]
+        save_analysis(self, {"error_cdf": error_cdf_figure(distances, scales, title)}, {"error_cdf": table})
 
     @rank_zero_only
     def _save_picture(self) -> None:

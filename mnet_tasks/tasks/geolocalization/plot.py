@@ -1,8 +1,10 @@
 """Predicted against true photo locations on an equirectangular map (a latitude/longitude grid, no coastlines,
-so nothing is downloaded), with a line from each truth to its prediction."""
+so nothing is downloaded), with a line from each truth to its prediction; and the error's cumulative distribution
+with the Im2GPS scales marked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,39 @@ def plot_locations(path: str | Path, true: np.ndarray, predicted: np.ndarray, ti
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
+
+
+def within_shares(distances_km: np.ndarray, scales_km: Sequence[float]) -> np.ndarray:
+    """The share of photos located within each distance (inclusive): the error CDF at ``scales_km``, as the
+    ``val/acc_<d>km`` metrics count it."""
+    distances_km = np.asarray(distances_km, dtype=np.float64)
+    return np.array([np.count_nonzero(distances_km <= scale) / len(distances_km) for scale in scales_km])
+
+
+def error_cdf_figure(distances_km: np.ndarray, scales_km: Sequence[float], title: str = "") -> Figure:
+    """The share of photos within d km against d (log axis), each of ``scales_km`` marked with its share."""
+    distances_km = np.sort(np.asarray(distances_km, dtype=np.float64))
+    if distances_km.ndim != 1 or len(distances_km) == 0:
+        raise ValueError(f"expected a non-empty list of distances, got shape {distances_km.shape}")
+    shares = np.arange(1, len(distances_km) + 1) / len(distances_km)
+    left = min(0.1, min(scales_km) / 2)  # exact hits (0 km) show at the left edge of the log axis
+    figure = Figure(figsize=(8, 5), dpi=100)
+    axes = figure.add_subplot()
+    axes.step(np.r_[left, np.maximum(distances_km, left)], np.r_[0.0, shares], where="post", color="tab:blue")
+    for scale, share in zip(scales_km, within_shares(distances_km, scales_km), strict=True):
+        axes.axvline(scale, color="0.45", linestyle=":", linewidth=1.0)
+        axes.plot([scale], [share], "o", color="tab:red", markersize=4)
+        above = share < 0.85  # the label beside the point, clear of the axis and of the top edge
+        axes.annotate(
+            f"{scale:g} km\n{100 * share:.1f}%",
+            (scale, share),
+            textcoords="offset points",
+            xytext=(4, 6 if above else -26),
+            fontsize=8,
+        )
+    axes.set_xscale("log")
+    axes.set(xlim=(left, 2.1e4), ylim=(0.0, 1.02), xlabel="great-circle error (km)", ylabel="share of photos within")
+    axes.grid(True, which="major", color="0.85", linewidth=0.6)
+    axes.set_title(title or f"error distribution over {len(distances_km)} photos", fontsize=10)
+    figure.tight_layout()
+    return figure
