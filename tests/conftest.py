@@ -32,6 +32,57 @@ QUICK = [
 ]
 
 
+# Each task's built-in data, tiny, as the tests share it (the session's data_dir then holds one generated set per
+# task): the task's data overrides, to follow "task=<task>" (classification is the default task).
+TINY_DATA = {
+    "classification": [
+        "data.synthetic.num_classes=4",
+        "data.synthetic.train_per_class=8",
+        "data.synthetic.val_per_class=4",
+        "data.synthetic.image_size=48",
+        "data.batch_size=16",
+    ],
+    "detection": [
+        "backbone.resolution=96",
+        "data.synthetic.train_images=8",
+        "data.synthetic.val_images=4",
+        "data.synthetic.image_size=96",
+        "data.batch_size=4",
+    ],
+    "attributes": [
+        "data.synthetic.train_images=32",
+        "data.synthetic.unlabeled_images=0",
+        "data.synthetic.val_images=16",
+        "data.synthetic.test_images=4",
+        "data.synthetic.image_width=48",
+        "data.batch_size=16",
+    ],
+    "geolocalization": [
+        "data.synthetic.train_size=240",
+        "data.synthetic.test_size=24",
+        "data.synthetic.image_size=64",
+        "data.partitions=[{name:coarse,min_per_cell:20,max_per_cell:120},{name:fine,min_per_cell:5,max_per_cell:40}]",
+        "data.batch_size=32",
+    ],
+    "face_embedding": [
+        "data.synthetic.train_identities=12",
+        "data.synthetic.photos_per_identity=4",
+        "data.synthetic.unlabeled_images=8",
+        "data.synthetic.eval_identities=20",
+        "data.synthetic.eval_photos_per_identity=3",
+        "data.synthetic.pairs_per_fold=2",
+        "data.synthetic.large_mismatched=1000",
+        "data.synthetic.image_size=64",
+        "data.batch_size=16",
+    ],
+}
+
+
+def tiny_data(task: str) -> list[str]:
+    """``task=<task>`` and its tiny data (:data:`TINY_DATA`)."""
+    return [f"task={task}", *TINY_DATA[task]]
+
+
 # One epoch on tiny data, the checkpoints the export and predict tests start from; a task adds its data overrides.
 TINY_RUN = [
     "backbone.alpha=0.25",

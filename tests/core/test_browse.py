@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import s2geometry as s2
 import torch
-from conftest import QUICK
+from conftest import QUICK, tiny_data
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -30,8 +30,7 @@ from mnet_tasks.tasks.face_embedding.adapter import FaceEmbeddingAdapter
 
 PLUGIN_EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
 
-# Each task's built-in data, tiny; the synthetic parameters are those of the task's own tests, whose generated data
-# the session's data_dir then shares.
+# Each task's built-in data, tiny (the tests' shared sets), at an input size that keeps the pictures small.
 TASKS = {
     "classification": QUICK,
     "finegrained": [
@@ -42,44 +41,10 @@ TASKS = {
         "data.synthetic.test_per_class=3",
         "data.synthetic.image_size=64",
     ],
-    "detection": [
-        "task=detection",
-        "backbone.resolution=96",
-        "data.synthetic.train_images=8",
-        "data.synthetic.val_images=4",
-        "data.synthetic.image_size=96",
-        "data.batch_size=4",
-    ],
-    "attributes": [
-        "task=attributes",
-        "backbone.resolution=64",
-        "data.synthetic.train_images=32",
-        "data.synthetic.unlabeled_images=0",
-        "data.synthetic.val_images=16",
-        "data.synthetic.test_images=4",
-        "data.synthetic.image_width=48",
-    ],
-    "geolocalization": [
-        "task=geolocalization",
-        "backbone.resolution=64",
-        "data.synthetic.train_size=240",
-        "data.synthetic.test_size=24",
-        "data.synthetic.image_size=64",
-        "data.partitions=[{name:coarse,min_per_cell:20,max_per_cell:120},{name:fine,min_per_cell:5,max_per_cell:40}]",
-    ],
-    "face_embedding": [
-        "task=face_embedding",
-        "backbone.resolution=64",
-        "data.synthetic.train_identities=12",
-        "data.synthetic.photos_per_identity=4",
-        "data.synthetic.unlabeled_images=8",
-        "data.synthetic.eval_identities=20",
-        "data.synthetic.eval_photos_per_identity=3",
-        "data.synthetic.pairs_per_fold=2",
-        "data.synthetic.large_mismatched=1000",
-        "data.synthetic.image_size=64",
-        "task.monitor=val/accuracy",
-    ],
+    "detection": tiny_data("detection"),
+    "attributes": [*tiny_data("attributes"), "backbone.resolution=64"],
+    "geolocalization": [*tiny_data("geolocalization"), "backbone.resolution=64"],
+    "face_embedding": [*tiny_data("face_embedding"), "backbone.resolution=64", "task.monitor=val/accuracy"],
 }
 SHOWN, COLUMNS = 6, 4  # two rows, the second half full (one for detection's 4 validation images)
 

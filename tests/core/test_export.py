@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import export_config, reference_outputs, train_tiny
+from conftest import TINY_DATA, export_config, reference_outputs, train_tiny
 
 from mnet_tasks import MobileNetV1, load_pretrained
 from mnet_tasks.config import ConfigError
@@ -17,13 +17,7 @@ from mnet_tasks.export import export, load_torchscript
 from mnet_tasks.onnx_io import onnx_card, onnx_session
 from mnet_tasks.trained import compose_for_checkpoint, load_trained
 
-CLASSIFICATION = [
-    "data.synthetic.num_classes=4",
-    "data.synthetic.train_per_class=8",
-    "data.synthetic.val_per_class=4",
-    "data.synthetic.image_size=48",
-    "data.batch_size=16",
-]
+CLASSIFICATION = TINY_DATA["classification"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import export_config, reference_outputs, train_tiny
+from conftest import TINY_DATA, export_config, reference_outputs, tiny_data, train_tiny
 from safetensors.torch import load_file
 
 from mnet_tasks import MobileNetV1
@@ -22,13 +22,7 @@ from mnet_tasks.export import export
 from mnet_tasks.hf_export import hub_architecture, label_names
 from mnet_tasks.trained import load_trained
 
-CLASSIFICATION = [
-    "data.synthetic.num_classes=4",
-    "data.synthetic.train_per_class=8",
-    "data.synthetic.val_per_class=4",
-    "data.synthetic.image_size=48",
-    "data.batch_size=16",
-]
+CLASSIFICATION = TINY_DATA["classification"]
 # What Hydra's app writes into a run folder (train_tiny composes in-process and writes none).
 OVERRIDES = "- backbone.alpha={alpha}\n- data.root=/data/my shapes\n"
 # Loads both folders in a fresh process: timm's own architecture before anything imports mnet_tasks, ours after.
@@ -189,16 +183,7 @@ def test_alpha_125_is_timms_mobilenetv1_125_with_its_names_and_shapes():
 
 
 def test_a_non_classifier_checkpoint_is_refused_naming_format_hf(tmp_path, data_dir):
-    faces = [
-        "task=attributes",
-        "data.synthetic.train_images=32",
-        "data.synthetic.unlabeled_images=0",
-        "data.synthetic.val_images=16",
-        "data.synthetic.test_images=4",
-        "data.synthetic.image_width=48",
-        "data.batch_size=16",
-    ]
-    checkpoint, data, _ = train_tiny(faces, tmp_path / "run", data_dir)
+    checkpoint, data, _ = train_tiny(tiny_data("attributes"), tmp_path / "run", data_dir)
     with pytest.raises(ConfigError, match=r"format=hf .* attributes model is not one: it has 1 sigmoid head"):
         export(export_config(checkpoint, *data, "format=hf", f"output_dir={tmp_path / 'export'}"))
     assert not (tmp_path / "export").exists()

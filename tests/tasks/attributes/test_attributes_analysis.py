@@ -8,17 +8,10 @@ from pathlib import Path
 
 import pytest
 from analysis_runs import validate_once
+from conftest import tiny_data
 from PIL import Image
 
-TINY_FACES = [  # the data of test_attributes_export's tiny run
-    "task=attributes",
-    "data.synthetic.train_images=32",
-    "data.synthetic.unlabeled_images=0",
-    "data.synthetic.val_images=16",
-    "data.synthetic.test_images=4",
-    "data.synthetic.image_width=48",
-    "data.batch_size=16",
-]
+TINY_FACES = tiny_data("attributes")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

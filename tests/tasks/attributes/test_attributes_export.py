@@ -2,20 +2,12 @@
 
 import numpy as np
 import torch
-from conftest import export_config, reference_outputs, train_tiny
+from conftest import export_config, reference_outputs, tiny_data, train_tiny
 
 from mnet_tasks.export import export
 from mnet_tasks.onnx_io import onnx_card, onnx_session
 
-TINY_FACES = [
-    "task=attributes",
-    "data.synthetic.train_images=32",
-    "data.synthetic.unlabeled_images=0",
-    "data.synthetic.val_images=16",
-    "data.synthetic.test_images=4",
-    "data.synthetic.image_width=48",
-    "data.batch_size=16",
-]
+TINY_FACES = tiny_data("attributes")
 
 
 def test_attribute_export_gives_named_sigmoid_probabilities(tmp_path, data_dir):

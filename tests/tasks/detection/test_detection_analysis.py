@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from analysis_runs import validate_once
+from conftest import tiny_data
 from PIL import Image
 
 from mnet_tasks.tasks.detection.coco_eval import (
@@ -23,14 +24,7 @@ from mnet_tasks.tasks.detection.coco_eval import (
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco-val2017-2img" / "instances_val2017.json"
 IMAGES = [139, 255917]
-TINY = [  # the data of test_detection_cli's tiny run
-    "task=detection",
-    "backbone.resolution=96",
-    "data.synthetic.train_images=8",
-    "data.synthetic.val_images=4",
-    "data.synthetic.image_size=96",
-    "data.batch_size=4",
-]
+TINY = tiny_data("detection")
 
 
 def detections_from_ground_truth(coco, leave_out: set[int], shift: float = 0.0) -> list[dict]:

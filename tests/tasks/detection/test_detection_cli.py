@@ -6,23 +6,14 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import TINY_DATA, run_cli
 
 from mnet_tasks.export import export
 from mnet_tasks.predict import predict
 from mnet_tasks.tasks.detection.synthetic import CATEGORY_IDS
 from mnet_tasks.trained import compose_for_checkpoint
 
-TINY = [
-    "backbone.alpha=0.25",
-    "backbone.resolution=96",
-    "data.synthetic.train_images=8",
-    "data.synthetic.val_images=4",
-    "data.synthetic.image_size=96",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer.enable_progress_bar=false",
-]
+TINY = [*TINY_DATA["detection"], "backbone.alpha=0.25", "data.num_workers=0", "trainer.enable_progress_bar=false"]
 
 
 def test_train_then_evaluate_a_checkpoint(tmp_path, data_dir):

@@ -7,18 +7,12 @@ import csv
 import numpy as np
 import pytest
 from analysis_runs import validate_once
+from conftest import tiny_data
 from PIL import Image
 
 from mnet_tasks.tasks.geolocalization.plot import error_cdf_figure, within_shares
 
-TINY_PHOTOS = [  # the data of test_geo_export's tiny run
-    "task=geolocalization",
-    "data.synthetic.train_size=240",
-    "data.synthetic.test_size=24",
-    "data.synthetic.image_size=64",
-    "data.partitions=[{name:coarse,min_per_cell:20,max_per_cell:120},{name:fine,min_per_cell:5,max_per_cell:40}]",
-    "data.batch_size=32",
-]
+TINY_PHOTOS = tiny_data("geolocalization")
 
 
 def test_shares_within_count_each_distance_up_to_and_including_the_scale():

@@ -2,19 +2,12 @@
 
 import numpy as np
 import torch
-from conftest import export_config, reference_outputs, train_tiny
+from conftest import export_config, reference_outputs, tiny_data, train_tiny
 
 from mnet_tasks.export import export
 from mnet_tasks.onnx_io import onnx_card, onnx_session
 
-TINY_PHOTOS = [
-    "task=geolocalization",
-    "data.synthetic.train_size=240",
-    "data.synthetic.test_size=24",
-    "data.synthetic.image_size=64",
-    "data.partitions=[{name:coarse,min_per_cell:20,max_per_cell:120},{name:fine,min_per_cell:5,max_per_cell:40}]",
-    "data.batch_size=32",
-]
+TINY_PHOTOS = tiny_data("geolocalization")
 
 
 def test_geolocalization_export_gives_every_head_with_its_cells(tmp_path, data_dir):
