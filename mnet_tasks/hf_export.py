@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import statistics
 import tempfile
 import time
@@ -35,7 +34,7 @@ import timm
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import save_file
 from torch import nn
 
@@ -43,6 +42,7 @@ from mnet_tasks.adapter import TaskForward
 from mnet_tasks.backbone import DepthwiseSeparable, MobileNetV1
 from mnet_tasks.config import ConfigError
 from mnet_tasks.cost import profile_model
+from mnet_tasks.sweeps import read_record, run_command
 from mnet_tasks.timing import cpu_name
 from mnet_tasks.trained import TrainedModel
 from mnet_tasks.weights import timm_named_state_dict
@@ -132,18 +132,8 @@ def run_folder(ckpt_path: str | Path) -> Path | None:
 
 
 def run_record(run: Path | None) -> dict[str, Any]:
-    """The run's ``metrics.json`` (empty without one)."""
-    path = run / "metrics.json" if run else None
-    return json.loads(path.read_text()) if path and path.is_file() else {}
-
-
-def training_command(run: Path | None) -> str | None:
-    """``python -m mnet_tasks <overrides>`` from the run's ``.hydra/overrides.yaml`` (None where not recorded)."""
-    path = run / ".hydra" / "overrides.yaml" if run else None
-    if not (path and path.is_file()):
-        return None
-    overrides = OmegaConf.to_container(OmegaConf.load(path))
-    return shlex.join(["python", "-m", "mnet_tasks", *map(str, overrides)])
+    """The run's ``metrics.json`` record (empty without one)."""
+    return (read_record(run) if run else None) or {}
 
 
 def label_names(cfg: DictConfig, trained: TrainedModel, trained_on: str | None) -> list[str]:
@@ -391,7 +381,7 @@ def write_model_card(
         cost.params,
         latency,
         cfg.hf.latency_runs,
-        training_command(run),
+        run_command(run) if run else None,
         parity,
     )
     (folder / CARD_FILE).write_text(text)

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import re
-import shlex
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -42,12 +41,20 @@ from omegaconf.errors import InterpolationResolutionError
 from mnet_tasks.analysis import ANALYSIS_FOLDER
 from mnet_tasks.data.bad_files import DATA_REPORT, SKIPPED_FILES
 from mnet_tasks.leaderboard import completed_jobs, render_plot, row_from_job
-from mnet_tasks.sweeps import HYDRA_SUBDIR, SUMMARY_NAME, JobResult, SweepSummary, find_jobs
+from mnet_tasks.sweeps import (
+    HYDRA_SUBDIR,
+    RECORD_NAME,
+    SUMMARY_NAME,
+    JobResult,
+    SweepSummary,
+    find_jobs,
+    read_record,
+    run_command,
+)
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
-METRICS_NAME = "metrics.json"
 CURVES_CSV = Path("csv") / "metrics.csv"  # conf/logger/csv.yaml: Lightning's CSV log in the run folder
 CHECKPOINTS_DIR = "checkpoints"  # conf/callbacks/default.yaml
 CONFIG_FILES = (Path(HYDRA_SUBDIR) / "config.yaml", Path("config.yaml"))  # Hydra's, or a resolved one saved beside
@@ -179,13 +186,9 @@ def _duration(seconds: float | None) -> str | None:
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / METRICS_NAME
-    if not path.is_file():
-        raise ReportError(f"{run_dir} is no run folder: it has no {METRICS_NAME}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ReportError(f"{path} is not valid JSON: {error}") from None
+    if (record := read_record(run_dir)) is None:
+        raise ReportError(f"{run_dir} is no run folder: it has no readable {RECORD_NAME}")
+    return record
 
 
 def _title(record: dict[str, Any]) -> str:
@@ -438,9 +441,7 @@ def config_section(run_dir: Path, config: DictConfig | None) -> str:
     """The command line (Hydra's ``overrides.yaml``) and the config: Hydra's, a resolved copy saved in the folder,
     or the one the run was given."""
     parts = []
-    overrides = run_dir / HYDRA_SUBDIR / "overrides.yaml"
-    if overrides.is_file():
-        command = shlex.join(["python", "-m", "mnet_tasks", *map(str, OmegaConf.load(overrides))])
+    if (command := run_command(run_dir)) is not None:
         parts.append(f'<h3>command line</h3>\n<pre class="wrap">{html.escape(command)}</pre>')
     saved = next((run_dir / name for name in CONFIG_FILES if (run_dir / name).is_file()), None)
     if saved is not None:
@@ -546,7 +547,7 @@ def write_sweep_report(sweep_dir: Path) -> Path:
     sweep_dir = Path(sweep_dir)
     jobs = find_jobs(sweep_dir)
     if not jobs:
-        raise ReportError(f"{sweep_dir} holds no runs (no job folder with {METRICS_NAME} or {HYDRA_SUBDIR}/)")
+        raise ReportError(f"{sweep_dir} holds no runs (no job folder with {RECORD_NAME} or {HYDRA_SUBDIR}/)")
     counts = Counter(job.status for job in jobs)
     title = f"sweep {sweep_dir.name}"
     summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
@@ -575,13 +576,13 @@ class SweepReport(SweepSummary):
 def write_report(folder: Path) -> Path:
     """The page of a run folder (it has a metrics.json) or of a folder of runs."""
     folder = Path(folder)
-    if (folder / METRICS_NAME).is_file():
+    if (folder / RECORD_NAME).is_file():
         return write_run_report(folder)
     if folder.is_dir() and find_jobs(folder):
         return write_sweep_report(folder)
     raise ReportError(
-        f"{folder} is neither a run folder (no {METRICS_NAME} in it) nor a folder of runs (no job folder with "
-        f"{METRICS_NAME} or {HYDRA_SUBDIR}/overrides.yaml under it)"
+        f"{folder} is neither a run folder (no {RECORD_NAME} in it) nor a folder of runs (no job folder with "
+        f"{RECORD_NAME} or {HYDRA_SUBDIR}/overrides.yaml under it)"
     )
 
 

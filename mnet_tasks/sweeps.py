@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.csv"
+RECORD_NAME = "metrics.json"  # what run() writes in every job's folder
 HYDRA_SUBDIR = ".hydra"  # hydra.output_subdir: each job's config, Hydra settings and overrides
 
 
@@ -48,16 +50,22 @@ class JobResult:
         return self.record.get("status", "unknown") if self.record else "missing"
 
 
-def read_overrides(job_folder: Path) -> dict[str, str]:
-    """``key=value`` overrides from Hydra's ``.hydra/overrides.yaml`` (the sweep's values included), by key."""
+def recorded_overrides(job_folder: Path) -> list[str] | None:
+    """The job's command-line overrides as Hydra recorded them (``.hydra/overrides.yaml``, the sweep's values
+    included); None where it recorded none (a run made by ``run(cfg)`` in-process)."""
     path = job_folder / HYDRA_SUBDIR / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    overrides = {}
-    for override in OmegaConf.load(path):
-        key, _, value = str(override).partition("=")
-        overrides[key] = value
-    return overrides
+    return [str(override) for override in OmegaConf.load(path)] if path.is_file() else None
+
+
+def read_overrides(job_folder: Path) -> dict[str, str]:
+    """The job's ``key=value`` overrides (:func:`recorded_overrides`), by key."""
+    return dict(override.partition("=")[::2] for override in recorded_overrides(job_folder) or [])
+
+
+def run_command(job_folder: Path) -> str | None:
+    """The command line that ran the job, ``python -m mnet_tasks <overrides>`` (None without recorded overrides)."""
+    overrides = recorded_overrides(job_folder)
+    return None if overrides is None else shlex.join(["python", "-m", "mnet_tasks", *overrides])
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -70,19 +78,24 @@ def find_jobs(folder: Path) -> list[JobResult]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder of runs at {folder}")
-    job_folders = {p.parent for p in folder.rglob("metrics.json")}
+    job_folders = {p.parent for p in folder.rglob(RECORD_NAME)}
     job_folders |= {p.parent.parent for p in folder.rglob(f"{HYDRA_SUBDIR}/overrides.yaml")}
-    jobs = []
-    for job_folder in sorted(job_folders, key=_natural_key):
-        metrics = job_folder / "metrics.json"
-        record = None
-        if metrics.is_file():
-            try:
-                record = json.loads(metrics.read_text())
-            except json.JSONDecodeError as error:
-                log.warning("%s is not valid JSON (%s): the job is listed as missing", metrics, error)
-        jobs.append(JobResult(job_folder, record, read_overrides(job_folder)))
-    return jobs
+    return [
+        JobResult(job_folder, read_record(job_folder), read_overrides(job_folder))
+        for job_folder in sorted(job_folders, key=_natural_key)
+    ]
+
+
+def read_record(job_folder: Path) -> dict[str, Any] | None:
+    """The job's ``metrics.json`` record; None without one, or (with a warning) when it is not valid JSON."""
+    path = job_folder / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        log.warning("%s is not valid JSON (%s): the job is taken as missing", path, error)
+        return None
 
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
