@@ -88,6 +88,7 @@ QUICK_DEFAULTS = dict(
     settle=0.0,
     train_steps=2,
     train_warmup=1,
+    train_rounds=1,
     run_epochs=1,
     loader=True,
     loader_sizes=[64],
@@ -357,8 +358,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each model's turn")
     parser.add_argument("--inference", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--training", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per loop")
-    parser.add_argument("--train-warmup", type=int, default=5, help="untimed first training steps per loop")
+    parser.add_argument("--train-steps", type=int, default=30, help="timed training steps per loop and round")
+    parser.add_argument("--train-warmup", type=int, default=5, help="untimed first training steps per loop and round")
+    parser.add_argument("--train-rounds", type=int, default=3, help="turns each training loop takes, interleaved")
     parser.add_argument("--train-workers", type=int, default=2)
     parser.add_argument("--train-overrides", nargs="*", default=[], help="config overrides of the trained task")
     parser.add_argument(
@@ -431,7 +433,13 @@ def main(argv: Sequence[str]) -> None:
         for variant in model_overrides(args.train_models):
             overrides = [*task_overrides, *args.train_overrides, *variant]
             rows_here = training_throughput(
-                overrides, args.train_steps, args.train_warmup, args.train_workers, args.run_epochs, args.compile
+                overrides,
+                args.train_steps,
+                args.train_warmup,
+                args.train_workers,
+                args.run_epochs,
+                args.compile,
+                args.train_rounds,
             )
             training += rows_here
             at_size = [row for row in loader if row["input_size"] == rows_here[0]["input_size"]]

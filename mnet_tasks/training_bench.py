@@ -12,6 +12,11 @@ The training loops, all on one task's model, optimizer, batch and training step 
 - ``run``: ``python -m mnet_tasks`` itself (:func:`mnet_tasks.run.run`) for ``run_epochs`` epochs, everything on; its
   training phase as ``metrics.json`` reports it (``train_images_per_s``, validation excluded).
 
+The loops take turns in ``rounds`` (each one timed for ``steps`` steps per round, after untimed ones that drain
+the batches its loader prepared while it waited), and the anchor is timed once more right before and after the run:
+on a shared machine the step's speed drifts by 20% within minutes, and loops timed one after the other measured
+the drift as much as the loops. Every ratio is of images over seconds summed over all of a loop's turns.
+
 The loader rows time, in this one process (one core, what one worker does), the task's training and validation
 pipelines on ImageNet-size JPEGs written here, beside PIL decoding the same files at full size (the anchor).
 """
@@ -58,8 +63,9 @@ STEP_ANCHOR, LOOP_ANCHOR = "bare step", "bare loop"
 
 
 class StepClock:
-    """Wall time and images of the training steps after the first ``skip`` (worker start-up, first allocations);
-    ``wait`` sums the time spent waiting for batches after them. On a GPU the clock synchronises at each reading."""
+    """Wall time and images of the training steps after the first ``skip`` of one turn (worker start-up, first
+    allocations, batches prepared ahead); ``wait`` sums the time spent waiting for batches after them. On a GPU
+    the clock synchronises at each reading."""
 
     def __init__(self, skip: int, device: torch.device):
         self.skip, self.device = skip, device
@@ -85,11 +91,25 @@ class StepClock:
         if self.steps >= self.skip:
             self.wait += seconds
 
+
+class LoopTotals:
+    """One loop's timed steps, images, seconds and waiting summed over its turns."""
+
+    def __init__(self) -> None:
+        self.steps = self.images = 0
+        self.seconds = self.wait = 0.0
+
+    def add(self, clock: StepClock) -> None:
+        self.steps += clock.steps - clock.skip
+        self.images += clock.images
+        self.seconds += clock.end - clock.start
+        self.wait += clock.wait
+
     def images_per_s(self) -> float:
-        return self.images / (self.end - self.start)
+        return self.images / self.seconds
 
     def wait_share(self) -> float:
-        return self.wait / (self.end - self.start)
+        return self.wait / self.seconds
 
 
 def training_device(trainer: Any) -> torch.device:
@@ -109,6 +129,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 def bare_loop(
     module: nn.Module,
+    optimizer: torch.optim.Optimizer,
     batches: Iterator[Any],
     clock: StepClock,
     steps: int,
@@ -117,13 +138,7 @@ def bare_loop(
 ) -> None:
     """The module's training step in a plain loop (step, backward, update) over ``batches``; ``prepare`` moves a
     loader's batch to the device and makes its images the network's input, as Lightning does."""
-    from hydra.utils import instantiate
-
-    from mnet_tasks.task_module import parameter_groups
-
     module.train()
-    groups = parameter_groups(module, module.hparams.weight_decay)
-    optimizer = instantiate(module.hparams.optimizer, _partial_=True)(groups)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")  # the step logs; without a Trainer it cannot
         for index in range(steps):
@@ -138,6 +153,16 @@ def bare_loop(
             loss.backward()
             optimizer.step()
             clock.step_done(batch_images(batch))
+
+
+def task_optimizer(module: nn.Module) -> torch.optim.Optimizer:
+    """The task's optimizer over the module's parameter groups, as its ``configure_optimizers`` builds it."""
+    from hydra.utils import instantiate
+
+    from mnet_tasks.task_module import parameter_groups
+
+    groups = parameter_groups(module, module.hparams.weight_decay)
+    return instantiate(module.hparams.optimizer, _partial_=True)(groups)
 
 
 def lightning_loop(cfg: Any, module: nn.Module, datamodule: Any, clock: StepClock, steps: int) -> None:
@@ -179,23 +204,30 @@ def endless(loader: Any) -> Iterator[Any]:
 
 
 def training_throughput(
-    overrides: Sequence[str], steps: int, warmup: int, workers: int, run_epochs: int = 0, compiled: bool = False
+    overrides: Sequence[str],
+    steps: int,
+    warmup: int,
+    workers: int,
+    run_epochs: int = 0,
+    compiled: bool = False,
+    rounds: int = 3,
 ) -> list[dict[str, Any]]:
-    """Images/s of every loop (module docstring) on the task of ``overrides`` (the quick start by default);
-    ``compiled``: Lightning's loop once more with ``trainer.compile=true``."""
+    """Images/s of every loop (module docstring) on the task of ``overrides`` (the quick start by default), each
+    timed for ``steps`` steps after ``warmup`` untimed ones in each of ``rounds`` turns; ``compiled``: Lightning's
+    loop once more with ``trainer.compile=true``."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from mnet_tasks.run import run
     from mnet_tasks.task_module import build_task
 
-    rows = []
     with tempfile.TemporaryDirectory() as workdir:
         cfg = compose_config([*overrides, f"data.num_workers={workers}", f"paths.output_dir={workdir}"])
         device, precision = training_device(cfg.trainer), str(cfg.trainer.precision)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("fit")
+        trainer_format = torch.channels_last if cfg.trainer.get("channels_last", True) else torch.contiguous_format
 
         def fresh_module(memory_format: torch.memory_format) -> nn.Module:
             pl.seed_everything(cfg.seed, verbose=False)
@@ -209,66 +241,91 @@ def training_throughput(
 
             return prepare
 
-        def record(loop: str, clock: StepClock, memory_format: torch.memory_format, wait: bool = True) -> None:
-            rows.append(
-                {
-                    "loop": loop,
-                    "model": f"{cfg.task.name} MobileNetV1 a={cfg.backbone.alpha}",
-                    "input_size": cfg.input_size,
-                    "batch_size": cfg.data.batch_size,
-                    "device": device.type,
-                    "precision": precision,
-                    "memory_format": "channels_last" if memory_format == torch.channels_last else "NCHW",
-                    "workers": workers,
-                    "threads": torch.get_num_threads(),
-                    "steps": clock.steps - clock.skip,
-                    "images_per_s": clock.images_per_s(),
-                    "data_wait": clock.wait_share() if wait else None,
-                }
-            )
+        def bare_turns(memory_format: torch.memory_format, batches: Iterator[Any] | None) -> Callable[..., None]:
+            """Turns of one bare loop: over ``batches`` prepared in advance, or (None) fed by the task's loader."""
+            module = fresh_module(memory_format)
+            optimizer = task_optimizer(module)
+            prepare = None
+            if batches is None:
+                batches, prepare = endless(datamodule.train_dataloader()), prepare_on(module)
+            else:
+                batches = itertools.cycle([prepare_on(module)(batch) for batch in batches])
+            return lambda clock, count: bare_loop(module, optimizer, batches, clock, count, precision, prepare)
+
+        def lightning_turns(compile_option: bool) -> Callable[..., None]:
+            def turn(clock: StepClock, count: int) -> None:
+                cfg.trainer.compile = compile_option
+                module = fresh_module(torch.contiguous_format)  # the trainer's TrainingSpeed callback sets the layout
+                lightning_loop(cfg, module, datamodule, clock, count)
+
+            return turn
 
         # prepared batches: drawn once through the real pipeline, then reused from memory
         drawn = list(itertools.islice(endless(datamodule.train_dataloader()), min(steps + warmup, 8)))
-        for loop, memory_format in ((STEP_ANCHOR, torch.channels_last), ("bare step NCHW", torch.contiguous_format)):
-            module = fresh_module(memory_format)
-            prepared = [prepare_on(module)(batch) for batch in drawn]
+        loops = {
+            STEP_ANCHOR: bare_turns(torch.channels_last, drawn),
+            "bare step NCHW": bare_turns(torch.contiguous_format, drawn),
+            LOOP_ANCHOR: bare_turns(trainer_format, None),
+            "lightning": lightning_turns(False),
+        }
+        if compiled:
+            loops["lightning + compile"] = lightning_turns(True)
+        totals = {name: LoopTotals() for name in loops}
+
+        def take_turn(name: str) -> None:
             clock = StepClock(warmup, device)
-            bare_loop(module, itertools.cycle(prepared), clock, warmup + steps, precision)
-            record(loop, clock, memory_format, wait=False)
+            loops[name](clock, warmup + steps)
+            totals[name].add(clock)
 
-        trainer_format = torch.channels_last if cfg.trainer.get("channels_last", True) else torch.contiguous_format
-        module = fresh_module(trainer_format)
-        clock = StepClock(warmup, device)
-        loader = datamodule.train_dataloader()
-        bare_loop(module, endless(loader), clock, warmup + steps, precision, prepare_on(module))
-        record(LOOP_ANCHOR, clock, trainer_format)
-        del loader  # its persistent workers
-
-        for loop, compile_option in (("lightning", False), ("lightning + compile", True))[: 1 + compiled]:
-            cfg.trainer.compile = compile_option
-            module = fresh_module(torch.contiguous_format)  # the trainer's TrainingSpeed callback sets the layout
-            clock = StepClock(warmup, device)
-            lightning_loop(cfg, module, datamodule, clock, warmup + steps)
-            record(loop, clock, trainer_format)
-
+        for _ in range(rounds):
+            for name in loops:
+                take_turn(name)
+        run_images_per_s = None
         if run_epochs > 0:
-            run_dir = Path(workdir) / "run"
             run_cfg = compose_config(
                 [
                     *overrides,
                     f"data.num_workers={workers}",
-                    f"paths.output_dir={run_dir}",
+                    f"paths.output_dir={Path(workdir) / 'run'}",
                     f"trainer.max_epochs={run_epochs}",
                 ]
             )
-            images_per_s = run(run_cfg)["train_images_per_s"]
-            rows.append({**rows[-1], "loop": "run", "steps": None, "images_per_s": images_per_s, "data_wait": None})
+            take_turn(STEP_ANCHOR)
+            run_images_per_s = run(run_cfg)["train_images_per_s"]
+            take_turn(STEP_ANCHOR)
 
-    step = next(row["images_per_s"] for row in rows if row["loop"] == STEP_ANCHOR)
-    loop = next(row["images_per_s"] for row in rows if row["loop"] == LOOP_ANCHOR)
-    for row in rows:
-        row["vs_step"] = row["images_per_s"] / step
-        row["vs_loop"] = row["images_per_s"] / loop if row["loop"].startswith(("lightning", "run")) else None
+    def row(loop: str, images_per_s: float, memory_format: torch.memory_format, **timing: Any) -> dict[str, Any]:
+        return {
+            "loop": loop,
+            "model": f"{cfg.task.name} MobileNetV1 a={cfg.backbone.alpha}",
+            "input_size": cfg.input_size,
+            "batch_size": cfg.data.batch_size,
+            "device": device.type,
+            "precision": precision,
+            "memory_format": "channels_last" if memory_format == torch.channels_last else "NCHW",
+            "workers": workers,
+            "threads": torch.get_num_threads(),
+            "images_per_s": images_per_s,
+            **timing,
+        }
+
+    layouts = {STEP_ANCHOR: torch.channels_last, "bare step NCHW": torch.contiguous_format}
+    rows = [
+        row(
+            name,
+            total.images_per_s(),
+            layouts.get(name, trainer_format),
+            steps=total.steps,
+            data_wait=None if name in layouts else total.wait_share(),
+        )
+        for name, total in totals.items()
+    ]
+    if run_images_per_s is not None:
+        rows.append(row("run", run_images_per_s, trainer_format, steps=None, data_wait=None))
+    step, loop = (totals[name].images_per_s() for name in (STEP_ANCHOR, LOOP_ANCHOR))
+    for entry in rows:
+        entry["vs_step"] = entry["images_per_s"] / step
+        entry["vs_loop"] = entry["images_per_s"] / loop if entry["loop"].startswith(("lightning", "run")) else None
     return rows
 
 

@@ -45,6 +45,9 @@ def test_quick_mode_writes_every_column_for_every_model_and_runtime(tmp_path, da
         expected = float(row["images_per_s"]) / loop if name in ("lightning", "run") else None
         assert (float(row["vs_loop"]) if row["vs_loop"] else None) == pytest.approx(expected)
     assert 0 <= float(training["bare loop"]["data_wait"]) < 1
+    # one round of 2 timed steps per loop; the anchor also takes a turn right before and after the run
+    steps = {name: row["steps"] for name, row in training.items()}
+    assert steps == {"bare step": "6", "bare step NCHW": "2", "bare loop": "2", "lightning": "2", "run": ""}
 
     loader = {row["pipeline"]: row for row in read_rows(tmp_path / "loader.csv")}
     assert list(loader) == ["PIL decode (full size)", "train pipeline", "val pipeline"]

@@ -4,6 +4,7 @@ decoding, channels_last and torch.compile from the trainer's keys."""
 from __future__ import annotations
 
 import math
+import os
 
 import albumentations as A
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torchvision.transforms.v2.functional as TF
+from conftest import tiny_data
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -148,6 +151,111 @@ def test_training_datasets_decode_reduced_and_validation_at_full_size(tmp_path, 
     datamodule.setup("fit")
     assert datamodule.train_set.decode_side == train_decode_side(64, (0.25, 1.0))
     assert datamodule.val_set.decode_side is None  # the pixels an exported model's preprocessing gives
+
+
+# --- decoded images kept in memory, loader workers in the background ---
+
+
+def tiny_classification(data_dir, tmp_path, *overrides: str):
+    """The tiny built-in classification data (generated under ``data_dir``), set up for training."""
+    cfg = compose_config(
+        [f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", "backbone.resolution=64", *overrides]
+        + [f"data.synthetic.{value}" for value in ("num_classes=2", "train_per_class=6", "val_per_class=2")]
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_kept_images_give_the_same_items_without_their_files_and_stay_unchanged(tmp_path):
+    kept = tiny_classification(tmp_path / "data", tmp_path)  # the config's cache_mb keeps both splits
+    read = tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=0")
+    assert read.train_set.decoded is None and read.val_set.decoded is None
+    for split in ("train_set", "val_set"):
+        dataset, reference = getattr(kept, split), getattr(read, split)
+        assert len(dataset.decoded) == len(dataset) == 12 if split == "train_set" else 4
+        for index in range(len(dataset)):
+            np.testing.assert_array_equal(dataset.decoded[index], reference.decode_image(index))
+    untouched = [image.copy() for image in kept.train_set.decoded + kept.val_set.decoded]
+    for path, _ in kept.train_set.samples + kept.val_set.samples:
+        path.unlink()  # from now on only memory can serve them
+    for split in ("train_set", "val_set"):
+        dataset, reference = getattr(kept, split), getattr(read, split)
+        for epoch in range(2):
+            dataset.transform.set_random_seed(epoch)
+            items = [dataset[index] for index in range(len(dataset))]
+            reference.transform.set_random_seed(epoch)
+            expected = [reference.transform(image=image)["image"] for image in dataset.decoded]
+            for (image, label), want, (_, reference_label) in zip(items, expected, reference.samples, strict=True):
+                torch.testing.assert_close(image, want, rtol=0, atol=0)
+                assert label == reference_label
+    kept_now = kept.train_set.decoded + kept.val_set.decoded
+    assert all(np.array_equal(a, b) for a, b in zip(untouched, kept_now, strict=True))  # no transform wrote into them
+
+
+def test_images_beyond_cache_mb_are_read_from_files_after_a_short_probe(tmp_path, caplog, monkeypatch):
+    from mnet_tasks.data import datamodule as datamodule_module
+
+    datamodule = tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=0")
+    dataset = datamodule.train_set
+    decoded = []
+    decode = dataset.decode_image
+    monkeypatch.setattr(dataset, "decode_image", lambda index: decoded.append(index) or decode(index))
+    monkeypatch.setattr(datamodule_module, "PROBE_IMAGES", 3)
+    one_image_mb = decode(0).nbytes / 2**20
+    with caplog.at_level("INFO"):
+        assert not dataset.keep_decoded(one_image_mb * 5, "train")  # 12 images foretold from the first 3
+    assert dataset.decoded is None and decoded == [0, 1, 2]
+    assert "more than data.cache_mb=" in caplog.text
+    decoded.clear()
+    assert dataset.keep_decoded(one_image_mb * 12, "train") and len(decoded) == 12
+
+
+def test_a_kept_unreadable_image_is_skipped_with_its_reason_every_time(tmp_path):
+    datamodule = tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=0")
+    dataset = datamodule.train_set
+    dataset.samples[1][0].write_bytes(b"not a jpeg")
+    assert dataset.keep_decoded(64, "train")
+    for _ in range(2):
+        skipped = dataset[1]
+        assert skipped.path == str(dataset.samples[1][0]) and "not an image format" in skipped.reason
+    assert dataset[0][0].dtype == torch.uint8
+
+
+def test_cache_mb_is_checked_and_geolocation_photos_are_kept_too(tmp_path):
+    with pytest.raises(InstantiationException, match=r"data\.cache_mb must be a number"):
+        tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=-1")
+    cfg = compose_config(
+        [*tiny_data("geolocalization"), f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path}"]
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert len(datamodule.train_set.decoded) == len(datamodule.train_set) > 0
+
+
+class SchedulingPolicy(torch.utils.data.Dataset):
+    """Each item: the scheduling policy of the worker process that loads it."""
+
+    transform = None
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return os.sched_getscheduler(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE")
+def test_loader_workers_run_in_the_background_of_a_cpu_step(tmp_path):
+    from mnet_tasks.data.datamodule import split_loader
+
+    datamodule = tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=0", "data.num_workers=1")
+    assert datamodule.trainer is None  # a bare loop: the step runs on the CPU
+    policies = next(iter(split_loader(datamodule, SchedulingPolicy(), "train", shuffle=False)))
+    assert policies.tolist() == [os.SCHED_IDLE] * 2
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process, the step's, is left as it was
 
 
 # --- the trainer's speed keys ---

@@ -208,10 +208,10 @@ class SplitListDataset(LabelledImageDataset):
             )
         return boxes
 
-    def load_image(self, index: int) -> np.ndarray:
+    def decode_image(self, index: int) -> np.ndarray:
         box = self.boxes[index] if self.boxes is not None else None
         if box is None:
-            return super().load_image(index)
+            return super().decode_image(index)
         image = read_rgb(self.samples[index][0])  # at full size, not decode_side's: the box is in the file's pixels
         height, width = image.shape[:2]
         left, top = max(0, box[0]), max(0, box[1])

@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from mnet_tasks.data.bad_files import BadFile, NotedSample, noted
-from mnet_tasks.data.datamodule import ImageDataModule
+from mnet_tasks.data.datamodule import DecodedImages, ImageDataModule
 from mnet_tasks.data.images import ImageReadError, read_rgb
 from mnet_tasks.tasks.geolocalization.cells import (
     Partition,
@@ -184,7 +183,7 @@ def write_bad_rows(path: Path, bad_rows: Sequence[BadRow]) -> None:
         writer.writerows([row.source, row.line, row.problem, row.detail] for row in bad_rows)
 
 
-class GeoDataset(Dataset):
+class GeoDataset(DecodedImages):
     """``(image, location, cell labels)``: the transformed image, its ``(2,)`` float64 latitude/longitude, and
     its ``(heads,)`` int64 cell index in each partition (-1 where it falls in no kept cell); a
     :class:`~mnet_tasks.data.bad_files.BadFile` for an image that cannot be read. ``problems`` and
@@ -205,9 +204,12 @@ class GeoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def decode_image(self, index: int) -> np.ndarray:
+        return read_rgb(self.images[index], self.decode_side)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | BadFile | NotedSample:
         try:
-            image = read_rgb(self.images[index], self.decode_side)
+            image = self.load_image(index)
         except ImageReadError as error:
             return BadFile.from_error(error)
         sample = self.transform(image=image)["image"], self.locations[index], self.labels[index]

@@ -232,6 +232,12 @@ def test_crop_to_box_crops_to_the_annotation(dogs_root: Path, caplog) -> None:
     data.train_set.decode_side = 10  # would decode these JPEGs at half size: boxed images stay at full size
     reduced = [data.train_set.load_image(i).shape for i in range(len(data.train_set))]
     assert reduced == [(18, 20, 3), (18, 20, 3), (18, 20, 3), (15, 20, 3)]
+    # kept in memory: each crop's own pixels, which data.cache_mb counts, not a view holding its whole photo
+    assert data.train_set.keep_decoded(1, "train")
+    assert all(
+        image.base is None and image.nbytes == np.prod(shape)
+        for image, shape in zip(data.train_set.decoded, reduced, strict=True)
+    )
 
 
 # --- synthetic breeds -----------------------------------------------------------------------------
@@ -346,7 +352,12 @@ def test_frozen_backbone_trains_only_the_head_then_everything(tmp_path: Path, da
             snapshots.append({k: v.clone() for k, v in pl_module.state_dict().items()})
 
     trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[Snapshot()]
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Snapshot()],
+        default_root_dir=tmp_path,  # the error analysis of each validation goes into the run folder
     )
     trainer.fit(module, datamodule=data)
 
