@@ -172,9 +172,9 @@ def test_kept_images_give_the_same_items_without_their_files_and_stay_unchanged(
     kept = tiny_classification(tmp_path / "data", tmp_path)  # the config's cache_mb keeps both splits
     read = tiny_classification(tmp_path / "data", tmp_path, "data.cache_mb=0")
     assert read.train_set.decoded is None and read.val_set.decoded is None
-    for split in ("train_set", "val_set"):
+    for split, images in (("train_set", 12), ("val_set", 4)):
         dataset, reference = getattr(kept, split), getattr(read, split)
-        assert len(dataset.decoded) == len(dataset) == 12 if split == "train_set" else 4
+        assert len(dataset.decoded) == len(dataset) == images
         for index in range(len(dataset)):
             np.testing.assert_array_equal(dataset.decoded[index], reference.decode_image(index))
     untouched = [image.copy() for image in kept.train_set.decoded + kept.val_set.decoded]
